@@ -1,0 +1,42 @@
+"""jaxrnn: Keras 3's recurrent layers as pure JAX functions.
+
+Cells hold hyperparameters; their arrays live in a params pytree the caller owns.
+The `RNN` layer runs a cell over time with one `jax.lax.scan`.
+"""
+
+from jaxrnn._cells import GRUCell as GRUCell
+from jaxrnn._cells import LSTMCell as LSTMCell
+from jaxrnn._cells import LSTMState as LSTMState
+from jaxrnn._cells import RNNCellBase as RNNCellBase
+from jaxrnn._cells import SimpleRNNCell as SimpleRNNCell
+from jaxrnn._cells import StackedRNNCells as StackedRNNCells
+from jaxrnn._layers import GRU as GRU
+from jaxrnn._layers import LSTM as LSTM
+from jaxrnn._layers import RNN as RNN
+from jaxrnn._layers import Bidirectional as Bidirectional
+from jaxrnn._layers import Sequential as Sequential
+from jaxrnn._layers import SimpleRNN as SimpleRNN
+from jaxrnn._registry import deserialize as deserialize
+from jaxrnn._registry import register as register
+from jaxrnn._registry import serialize as serialize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Bidirectional",
+    "GRU",
+    "GRUCell",
+    "LSTM",
+    "LSTMCell",
+    "LSTMState",
+    "RNN",
+    "RNNCellBase",
+    "Sequential",
+    "SimpleRNN",
+    "SimpleRNNCell",
+    "StackedRNNCells",
+    "__version__",
+    "deserialize",
+    "register",
+    "serialize",
+]

@@ -1,0 +1,26 @@
+"""Pins the public import surface."""
+
+import jaxrnn as jr
+
+PUBLIC = {
+    "Bidirectional", "GRU", "GRUCell", "LSTM", "LSTMCell", "LSTMState", "RNN", "RNNCellBase",
+    "Sequential", "SimpleRNN", "SimpleRNNCell", "StackedRNNCells", "__version__", "deserialize",
+    "register", "serialize",
+}
+
+
+def test_public_names():
+    assert set(jr.__all__) == PUBLIC
+    for name in PUBLIC:
+        assert hasattr(jr, name), name
+
+
+def test_cells_are_immutable_and_hashable():
+    cell = jr.LSTMCell(8)
+    assert hash(cell) == hash(jr.LSTMCell(8)) and cell == jr.LSTMCell(8)
+    try:
+        cell.units = 4
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("cells must be immutable")
