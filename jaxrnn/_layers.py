@@ -15,7 +15,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxrnn import _cells, _registry, _scan
+from jaxrnn import _cells, _fused, _parallel, _registry, _scan
 
 Array = jax.Array
 
@@ -71,6 +71,16 @@ class RNN:
         int k (scan's ``unroll=k``). Results never depend on it.
       zero_output_for_mask: masked steps output zeros.
       time_major: sequences (and outputs) are [T, B, F]; the mask stays [B, T].
+      parallel: for cells with a linear recurrence (`MinGRUCell`, `MinLSTMCell`,
+        `LRUCell`): ``None`` runs them with `jax.lax.associative_scan` over time,
+        ``True`` demands it (an error for other cells), ``False`` forces the scan.
+      fused: for `LSTMCell` and `GRUCell` (alone or stacked): ``None`` takes the fused
+        path (a hand-written backward pass, same results as the scan), ``True``
+        demands it, ``False`` forces the generic scan.
+      dtype: the compute dtype (e.g. ``"bfloat16"``): sequences, states and params are
+        cast to it for the loop. ``None`` computes in the inputs' and params' dtype.
+      param_dtype: the dtype `init` creates params in when it is not given one
+        (default float32).
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn as jr
@@ -89,6 +99,10 @@ class RNN:
     unroll: bool | int = False
     zero_output_for_mask: bool = False
     time_major: bool = False
+    parallel: bool | None = None
+    fused: bool | None = None
+    dtype: str | None = None
+    param_dtype: str | None = None
 
     def __post_init__(self):
         cell = self.cell
@@ -110,6 +124,31 @@ class RNN:
                 f"RNN: unroll must be False, True or a positive int (steps per loop iteration); "
                 f"got {u!r}."
             )
+        for name in ("parallel", "fused"):
+            if getattr(self, name) is not None:
+                _check_bool(getattr(self, name), name, "RNN")
+        if self.parallel and not _parallel.supports(cell):
+            raise ValueError(
+                f"RNN: parallel=True needs a cell with a linear recurrence (MinGRUCell, "
+                f"MinLSTMCell, LRUCell, or stacks of them); {type(cell).__name__} has none. Use "
+                "parallel=None or False."
+            )
+        if self.fused and not _fused.supports(cell):
+            raise ValueError(
+                f"RNN: fused=True needs LSTMCell or GRUCell cells (alone or stacked); got "
+                f"{type(cell).__name__}. Use fused=None or False."
+            )
+        for name in ("dtype", "param_dtype"):
+            value = getattr(self, name)
+            if value is not None:
+                try:
+                    dt = jnp.dtype(value)
+                except TypeError:
+                    raise TypeError(f"RNN: {name} must be a dtype such as 'float32' or "
+                                    f"'bfloat16'; got {value!r}.") from None
+                if not jnp.issubdtype(dt, jnp.floating):
+                    raise TypeError(f"RNN: {name} must be a floating dtype; got {dt}.")
+                object.__setattr__(self, name, dt.name)
 
     # --- shapes ----------------------------------------------------------------------
 
@@ -122,14 +161,16 @@ class RNN:
     def _stacked(self) -> bool:
         return isinstance(self.cell, _cells.StackedRNNCells)
 
-    def init(self, key: Array, input_shape: Sequence[int | None], dtype=jnp.float32) -> Any:
+    def init(self, key: Array, input_shape: Sequence[int | None], dtype=None) -> Any:
         """Creates the cell's params for inputs of `input_shape`.
 
         Args:
           key: a `jax.random` key.
           input_shape: (B, T, F) ((T, B, F) when time_major); B and T may be None.
-          dtype: the params' dtype.
+          dtype: the params' dtype; default the layer's `param_dtype`, else float32.
         """
+        if dtype is None:
+            dtype = self.param_dtype or jnp.float32
         shape = tuple(input_shape) if isinstance(input_shape, (list, tuple)) else None
         if shape is None or len(shape) != 3 or not isinstance(shape[-1], int):
             raise ValueError(
@@ -269,8 +310,15 @@ class RNN:
             batch, time, features = x.shape
         self._check_params(params, features)
         mask = self._check_mask(mask, batch, time)
-        dtype = jnp.result_type(x.dtype, *[p.dtype for p in jax.tree.leaves(params)
-                                           if hasattr(p, "dtype")])
+        if self.dtype is not None:
+            dtype = jnp.dtype(self.dtype)
+            x = x.astype(dtype)
+            params = jax.tree.map(
+                lambda p: p.astype(dtype) if jnp.issubdtype(jnp.result_type(p), jnp.floating)
+                else p, params)
+        else:
+            dtype = jnp.result_type(x.dtype, *[p.dtype for p in jax.tree.leaves(params)
+                                               if hasattr(p, "dtype")])
         if self.stateful:
             if state is None and initial_state is None:
                 raise ValueError(
@@ -292,17 +340,24 @@ class RNN:
         dropout = _cells.make_dropout(self.cell, rng, training, batch, features, dtype)
 
         xs = x if self.time_major else jnp.swapaxes(x, 0, 1)
-        outputs, final = _scan.scan_rnn(
-            lambda x_t, s: _cells.apply_cell(self.cell, params, x_t, s, dropout),
-            states,
-            xs,
-            None if mask is None else mask.T,
+        mask_t = None if mask is None else mask.T
+        options = dict(
             go_backwards=self.go_backwards,
             unroll=self.unroll if self.unroll is not False else 1,
             zero_output_for_mask=self.zero_output_for_mask,
             return_sequences=self.return_sequences,
             stacked=self._stacked,
         )
+        if self.parallel is not False and _parallel.supports(self.cell):
+            outputs, final = _parallel.parallel_rnn(self.cell, params, states, xs, mask_t,
+                                                    dropout, **options)
+        elif self.fused is not False and _fused.supports(self.cell):
+            outputs, final = _fused.fused_rnn(self.cell, params, states, xs, mask_t, dropout,
+                                              **options)
+        else:
+            outputs, final = _scan.scan_rnn(
+                lambda x_t, s: _cells.apply_cell(self.cell, params, x_t, s, dropout),
+                states, xs, mask_t, **options)
         if self.return_sequences and not self.time_major:
             outputs = jnp.swapaxes(outputs, 0, 1)
         result = (outputs, *final) if self.return_state else outputs
@@ -334,6 +389,9 @@ class RNN:
         """JSON-serializable configuration, the cell's config nested."""
         config = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         config["cell"] = _registry.serialize(self.cell)
+        for name in ("parallel", "fused", "dtype", "param_dtype"):  # omit defaults: Keras-like
+            if config[name] is None:
+                del config[name]
         return config
 
     @classmethod
@@ -467,7 +525,7 @@ class Bidirectional:
         f, b = self.forward.output_size, self.backward.output_size
         return f + b if self.merge_mode == "concat" else f
 
-    def init(self, key: Array, input_shape: Sequence[int | None], dtype=jnp.float32) -> dict:
+    def init(self, key: Array, input_shape: Sequence[int | None], dtype=None) -> dict:
         """Creates ``{"forward": params, "backward": params}``."""
         kf, kb = jax.random.split(key)
         return {"forward": self.forward.init(kf, input_shape, dtype),
@@ -618,7 +676,7 @@ class Sequential:
                 )
         object.__setattr__(self, "layers", tuple(layers))
 
-    def init(self, key: Array, input_shape: Sequence[int | None], dtype=jnp.float32) -> list:
+    def init(self, key: Array, input_shape: Sequence[int | None], dtype=None) -> list:
         """Creates a list with one params entry per layer."""
         shape = tuple(input_shape)
         params = []
