@@ -28,7 +28,7 @@ def python_loop(cell, params, x, mask=None, initial_state=None, go_backwards=Fal
         else:
             keep = np.asarray(mask)[:, i][:, None]
             prev_states = states
-            states = jax.tree.map(lambda n, s: jnp.where(keep, n, s), new, prev_states)
+            states = jax.tree.map(lambda n, s, k=keep: jnp.where(k, n, s), new, prev_states)
             if zero_output_for_mask:
                 carried = jnp.zeros_like(out)
             else:
