@@ -10,6 +10,9 @@ from jaxrnn._cells import LSTMState as LSTMState
 from jaxrnn._cells import RNNCellBase as RNNCellBase
 from jaxrnn._cells import SimpleRNNCell as SimpleRNNCell
 from jaxrnn._cells import StackedRNNCells as StackedRNNCells
+from jaxrnn._io import load as load
+from jaxrnn._io import save as save
+from jaxrnn._keras import from_keras as from_keras
 from jaxrnn._layers import GRU as GRU
 from jaxrnn._layers import LSTM as LSTM
 from jaxrnn._layers import RNN as RNN
@@ -19,6 +22,11 @@ from jaxrnn._layers import SimpleRNN as SimpleRNN
 from jaxrnn._registry import deserialize as deserialize
 from jaxrnn._registry import register as register
 from jaxrnn._registry import serialize as serialize
+from jaxrnn._sharding import data_mesh as data_mesh
+from jaxrnn._sharding import replicate as replicate
+from jaxrnn._sharding import shard_batch as shard_batch
+from jaxrnn._torch import from_torch as from_torch
+from jaxrnn._torch import to_torch as to_torch
 
 __version__ = "0.1.0"
 
@@ -36,7 +44,15 @@ __all__ = [
     "SimpleRNNCell",
     "StackedRNNCells",
     "__version__",
+    "data_mesh",
     "deserialize",
+    "from_keras",
+    "from_torch",
+    "load",
     "register",
+    "replicate",
+    "save",
     "serialize",
+    "shard_batch",
+    "to_torch",
 ]

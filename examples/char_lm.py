@@ -1,0 +1,237 @@
+"""A character-level LSTM language model, trained with optax on text that ships with Python.
+
+The corpus is the documentation of a fixed list of standard-library modules (their
+docstrings, read with `inspect`): no download, the same text on every machine with the same
+Python version. The model embeds characters, runs a `jaxrnn.LSTM` over them and predicts the
+next character; the whole training step is one `jax.jit`-compiled function.
+
+    python examples/char_lm.py                      # ~3 minutes on 2 CPU cores
+    python examples/char_lm.py --steps 3000 --units 512 --seq-len 128   # a bigger run
+
+Prints a progress bar and the loss every --log-every steps, then the validation loss, writes
+a loss curve (outputs/char_lm_loss.png, if matplotlib is installed) and a checkpoint
+(outputs/char_lm.safetensors, with `jaxrnn.save`), and samples text from the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import importlib
+import inspect
+import math
+import os
+import sys
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+import jaxrnn as jr
+from jaxrnn._io import save
+
+# Modules whose documentation makes the corpus (sorted names, in this order).
+MODULES = ("argparse", "bisect", "calendar", "collections", "contextlib", "csv", "dataclasses",
+           "datetime", "decimal", "difflib", "enum", "fractions", "functools", "heapq", "inspect",
+           "itertools", "json", "logging", "operator", "pathlib", "pickle", "random", "re",
+           "shutil", "statistics", "string", "subprocess", "tarfile", "textwrap", "threading",
+           "typing", "unittest", "urllib.parse", "zipfile")
+CHARS = "".join(chr(c) for c in range(32, 127)) + "\n"  # printable ASCII and newline
+
+
+def load_corpus(max_chars: int | None = None) -> str:
+    """The docstrings of `MODULES` and of their public members, cleaned to printable ASCII."""
+    parts = []
+    for name in MODULES:
+        module = importlib.import_module(name)
+        docs = [inspect.getdoc(module)]
+        for attr in sorted(vars(module)):
+            obj = getattr(module, attr)
+            if attr.startswith("_") or getattr(obj, "__module__", None) != module.__name__:
+                continue
+            docs.append(inspect.getdoc(obj))
+        parts.extend(d for d in docs if d)
+    text = "\n\n".join(parts)
+    text = "".join(c if c in CHARS else " " for c in text.replace("\t", "    "))
+    return text[:max_chars] if max_chars else text
+
+
+def make_model(vocab: int, embed: int, units: int):
+    """The LSTM layer and ``init(key) -> params`` for embedding -> LSTM -> linear head."""
+    lstm = jr.LSTM(units, return_sequences=True, return_state=True)
+
+    def init(key):
+        k_emb, k_lstm, k_out = jax.random.split(key, 3)
+        return {
+            "embed": jax.random.normal(k_emb, (vocab, embed)) * 0.1,
+            "lstm": lstm.init(k_lstm, (None, None, embed)),
+            "head": {"w": jax.random.normal(k_out, (units, vocab)) / math.sqrt(units),
+                     "b": jnp.zeros((vocab,))},
+        }
+
+    return lstm, init
+
+
+def logits_fn(lstm, params, tokens, initial_state=None):
+    """tokens [B, T] int -> (logits [B, T, V], final LSTM state (h, c))."""
+    x = params["embed"][tokens]
+    y, h, c = lstm(params["lstm"], x, initial_state=initial_state)
+    return y @ params["head"]["w"] + params["head"]["b"][None, None, :], (h, c)
+
+
+def batches(data: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Generator):
+    """Endless random windows: (inputs [B, T], targets [B, T]) with targets shifted by one."""
+    while True:
+        starts = rng.integers(0, len(data) - seq_len - 1, batch_size)
+        window = np.stack([data[s:s + seq_len + 1] for s in starts])
+        yield window[:, :-1], window[:, 1:]
+
+
+def progress(step: int, total: int, loss: float, rate: float, width: int = 30) -> None:
+    done = int(width * step / total)
+    bar = "#" * done + "." * (width - done)
+    sys.stdout.write(f"\r[{bar}] {step}/{total} loss {loss:.3f} {rate:.1f} step/s ")
+    sys.stdout.flush()
+
+
+@functools.partial(jax.jit, static_argnums=(0, 3, 5))
+def sample(lstm, params, prompt_ids, n: int, key, temperature: float):
+    """Feeds the prompt, then draws `n` characters one at a time with the LSTM's cell."""
+    _, state = logits_fn(lstm, params, prompt_ids[None, :])
+    cell, head = lstm.cell, params["head"]
+
+    def step(carry, k):
+        last, state = carry
+        x = params["embed"][last]
+        out, state = cell(params["lstm"], x, state)
+        logits = (out @ head["w"] + head["b"][None, :]) / temperature
+        nxt = jax.random.categorical(k, logits)
+        return (nxt, state), nxt[0]
+
+    (_, _), ids = jax.lax.scan(step, (prompt_ids[-1:], jr.LSTMState(*state)),
+                               jax.random.split(key, n))
+    return ids
+
+
+def save_plot(losses: list[tuple[int, float]], path: str) -> str | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        print("matplotlib is not installed: no loss curve (pip install matplotlib).")
+        return None
+    steps, values = zip(*losses)
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.plot(steps, values)
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (nats/char)")
+    ax.set_title("char_lm: LSTM on the stdlib's docstrings")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--steps", type=int, default=800)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seq-len", type=int, default=64)
+    p.add_argument("--units", type=int, default=256)
+    p.add_argument("--embed", type=int, default=32)
+    p.add_argument("--lr", type=float, default=3e-3)
+    p.add_argument("--max-chars", type=int, default=0, help="truncate the corpus (0: all)")
+    p.add_argument("--log-every", type=int, default=100, help="print the loss every N steps")
+    p.add_argument("--sample-chars", type=int, default=300)
+    p.add_argument("--temperature", type=float, default=0.7)
+    p.add_argument("--prompt", default="Return the ")
+    p.add_argument("--out-dir", default="outputs", help="where the PNG and checkpoint go")
+    p.add_argument("--seed", type=int, default=0)
+    return p.parse_args(argv)
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    text = load_corpus(args.max_chars or None)
+    char_to_id = {c: i for i, c in enumerate(CHARS)}
+    data = np.array([char_to_id[c] for c in text], np.int32)
+    split = int(0.95 * len(data))
+    train, val = data[:split], data[split:]
+    print(f"corpus: {len(text):,} characters of stdlib documentation "
+          f"({len(MODULES)} modules), vocabulary {len(CHARS)}")
+
+    lstm, init = make_model(len(CHARS), args.embed, args.units)
+    params = jax.jit(init)(jax.random.PRNGKey(args.seed))  # one compile, not one per op
+    n_params = sum(a.size for a in jax.tree.leaves(params))
+    print(f"model: embedding {args.embed} -> LSTM {args.units} -> {len(CHARS)} logits, "
+          f"{n_params:,} params")
+    schedule = optax.cosine_decay_schedule(args.lr, args.steps, alpha=0.1)
+    opt = optax.chain(optax.clip_by_global_norm(1.0), optax.adam(schedule))
+    opt_state = opt.init(params)
+
+    def loss_fn(params, inputs, targets):
+        logits, _ = logits_fn(lstm, params, inputs)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, targets).mean()
+
+    @jax.jit
+    def train_step(params, opt_state, inputs, targets):
+        loss, grads = jax.value_and_grad(loss_fn)(params, inputs, targets)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return optax.apply_updates(params, updates), opt_state, loss
+
+    rng = np.random.default_rng(args.seed)
+    stream = batches(train, args.batch_size, args.seq_len, rng)
+    losses, recent = [], []
+    start = time.perf_counter()
+    first_loss = None
+    for step in range(1, args.steps + 1):
+        inputs, targets = next(stream)
+        params, opt_state, loss = train_step(params, opt_state, inputs, targets)
+        loss = float(loss)
+        first_loss = loss if first_loss is None else first_loss
+        losses.append((step, loss))
+        recent.append(loss)
+        progress(step, args.steps, loss, step / (time.perf_counter() - start))
+        if args.log_every and (step % args.log_every == 0 or step == args.steps):
+            sys.stdout.write(f"\rstep {step:5d}  loss {np.mean(recent):.3f}".ljust(60) + "\n")
+            recent = []
+    sys.stdout.write("\n")
+    seconds = time.perf_counter() - start
+
+    val_stream = batches(val, args.batch_size, args.seq_len, np.random.default_rng(1))
+    eval_loss = jax.jit(loss_fn)
+    val_loss = float(np.mean([eval_loss(params, *next(val_stream)) for _ in range(4)]))
+    train_loss = float(np.mean([v for _, v in losses[-max(1, args.steps // 10):]]))
+    print(f"trained {args.steps} steps in {seconds:.0f}s: train loss {first_loss:.3f} -> "
+          f"{train_loss:.3f}, validation loss {val_loss:.3f} nats/char "
+          f"(uniform guessing: {math.log(len(CHARS)):.3f})")
+
+    os.makedirs(args.out_dir, exist_ok=True)
+    plot = save_plot(losses, os.path.join(args.out_dir, "char_lm_loss.png"))
+    if plot:
+        print(f"loss curve: {plot}")
+    checkpoint = os.path.join(args.out_dir, "char_lm.safetensors")
+    try:
+        save(checkpoint, lstm, params["lstm"])  # the LSTM layer with its config, for jr.load
+        print(f"LSTM checkpoint: {checkpoint}")
+    except ImportError:
+        checkpoint = None
+        print("safetensors is not installed: no checkpoint (pip install safetensors).")
+
+    prompt = "".join(c if c in char_to_id else " " for c in args.prompt) or " "
+    ids = sample(lstm, params, jnp.array([char_to_id[c] for c in prompt]), args.sample_chars,
+                 jax.random.PRNGKey(args.seed + 1), args.temperature)
+    text_out = prompt + "".join(CHARS[i] for i in np.asarray(ids))
+    print(f"\n--- sample (temperature {args.temperature}) ---\n{text_out}\n---")
+    return {"steps": args.steps, "first_loss": first_loss, "train_loss": train_loss,
+            "val_loss": val_loss, "seconds": seconds, "sample": text_out, "plot": plot,
+            "checkpoint": checkpoint, "corpus_chars": len(text)}
+
+
+if __name__ == "__main__":
+    main()
