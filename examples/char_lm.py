@@ -30,7 +30,6 @@ import numpy as np
 import optax
 
 import jaxrnn as jr
-from jaxrnn._io import save
 
 # Modules whose documentation makes the corpus (sorted names, in this order).
 MODULES = ("argparse", "bisect", "calendar", "collections", "contextlib", "csv", "dataclasses",
@@ -217,7 +216,7 @@ def main(argv=None) -> dict:
         print(f"loss curve: {plot}")
     checkpoint = os.path.join(args.out_dir, "char_lm.safetensors")
     try:
-        save(checkpoint, lstm, params["lstm"])  # the LSTM layer with its config, for jr.load
+        jr.save(checkpoint, lstm, params["lstm"])  # the LSTM layer with its config, for jr.load
         print(f"LSTM checkpoint: {checkpoint}")
     except ImportError:
         checkpoint = None

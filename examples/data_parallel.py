@@ -61,9 +61,8 @@ def main(argv=None) -> dict:
     import optax
 
     import jaxrnn as jr
-    from jaxrnn._sharding import data_mesh, replicate, shard_batch
 
-    mesh = data_mesh()
+    mesh = jr.data_mesh()
     n = mesh.devices.size
     print(f"{n} device(s): {[str(d) for d in mesh.devices]}")
     batch = args.batch_size - args.batch_size % n or n  # divisible by the device count
@@ -100,9 +99,9 @@ def main(argv=None) -> dict:
     x0, y0 = chunk(0)
     state0 = layer.reset_state(batch)
     _, _, _, loss_1, grads_1 = train_step(params, opt_state, state0, x0, y0)
-    params, opt_state = replicate((params, opt_state), mesh)
-    state = shard_batch(state0, mesh)
-    _, _, _, loss_n, grads_n = train_step(params, opt_state, state, *shard_batch((x0, y0), mesh))
+    params, opt_state = jr.replicate((params, opt_state), mesh)
+    state = jr.shard_batch(state0, mesh)
+    _, _, _, loss_n, grads_n = train_step(params, opt_state, state, *jr.shard_batch((x0, y0), mesh))
     grad_diff = max(float(jnp.max(jnp.abs(a - b))) for a, b in
                     zip(jax.tree.leaves(grads_1), jax.tree.leaves(grads_n)))
     print(f"one step, 1 device vs {n}: loss {float(loss_1):.6f} vs {float(loss_n):.6f}, "
@@ -111,7 +110,7 @@ def main(argv=None) -> dict:
     # 2. Train: the state stays sharded along the batch, each sample's on its device.
     losses = []
     for step in range(args.steps):
-        x, y = shard_batch(chunk(step), mesh)
+        x, y = jr.shard_batch(chunk(step), mesh)
         params, opt_state, state, loss, _ = train_step(params, opt_state, state, x, y)
         losses.append(float(loss))
         if args.log_every and ((step + 1) % args.log_every == 0 or step + 1 == args.steps):

@@ -21,8 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn._io import load, save
-from jaxrnn._torch import from_torch, to_torch
+import jaxrnn as jr
 
 
 def parse_args(argv=None):
@@ -48,7 +47,7 @@ def main(argv=None) -> dict:
     with torch.no_grad():
         want = module(x)[0].numpy()
 
-    layer, params = from_torch(module)
+    layer, params = jr.from_torch(module)
     print(f"torch: {module}")
     print(f"jaxrnn: {type(layer).__name__} with params "
           f"{jax.tree.map(jnp.shape, params)}")
@@ -72,10 +71,10 @@ def main(argv=None) -> dict:
 
     with tempfile.TemporaryDirectory() as folder:
         path = os.path.join(folder, "lstm.safetensors")
-        save(path, layer, params)
-        layer2, params2 = load(path)
+        jr.save(path, layer, params)
+        layer2, params2 = jr.load(path)
     assert layer2 == layer
-    back = to_torch(layer2, params2)
+    back = jr.to_torch(layer2, params2)
     with torch.no_grad():
         round_trip_diff = float(np.max(np.abs(back(x)[0].numpy() - want)))
     print(f"saved, loaded and moved back with to_torch: max abs difference "
