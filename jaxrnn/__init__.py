@@ -19,6 +19,10 @@ from jaxrnn._layers import RNN as RNN
 from jaxrnn._layers import Bidirectional as Bidirectional
 from jaxrnn._layers import Sequential as Sequential
 from jaxrnn._layers import SimpleRNN as SimpleRNN
+from jaxrnn._parallel_cells import LRUCell as LRUCell
+from jaxrnn._parallel_cells import LRUState as LRUState
+from jaxrnn._parallel_cells import MinGRUCell as MinGRUCell
+from jaxrnn._parallel_cells import MinLSTMCell as MinLSTMCell
 from jaxrnn._registry import deserialize as deserialize
 from jaxrnn._registry import register as register
 from jaxrnn._registry import serialize as serialize
@@ -37,6 +41,10 @@ __all__ = [
     "LSTM",
     "LSTMCell",
     "LSTMState",
+    "LRUCell",
+    "LRUState",
+    "MinGRUCell",
+    "MinLSTMCell",
     "RNN",
     "RNNCellBase",
     "Sequential",
