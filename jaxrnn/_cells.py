@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -22,7 +22,15 @@ Initializer = str | Callable[..., Array]
 
 
 class LSTMState(NamedTuple):
-    """The state of an `LSTMCell`, in Keras's order ``(h, c)``."""
+    """The state of an `LSTMCell`, in Keras's order ``(h, c)``.
+
+    Example:
+      >>> import jaxrnn as jr
+      >>> state = jr.LSTMCell(4).get_initial_state(2)
+      >>> state.h.shape, state.c.shape  # [B, H] each
+      ((2, 4), (2, 4))
+      >>> h, c = state  # still a tuple, in Keras's order
+    """
 
     h: Array  # [B, H] hidden state, also the cell's output
     c: Array  # [B, H] memory (carry) state
@@ -85,9 +93,10 @@ def restructure(new_states: Any, like: Any, who: str) -> Any:
     """Gives a cell's returned states the exact pytree structure of its input states."""
     leaves = jax.tree.leaves(new_states)
     treedef = jax.tree.structure(like)
-    if len(leaves) != treedef.num_leaves:
+    n = len(jax.tree.leaves(like))
+    if len(leaves) != n:
         raise ValueError(
-            f"{who} returned {len(leaves)} state arrays but was given {treedef.num_leaves}; "
+            f"{who} returned {len(leaves)} state arrays but was given {n}; "
             "a cell must return one new array per state."
         )
     return jax.tree.unflatten(treedef, leaves)
@@ -133,7 +142,33 @@ class RNNCellBase:
     """Shared machinery of jaxrnn's cells (not a cell itself).
 
     Subclasses define ``state_size``, ``output_size``, ``_gates`` and ``step``.
+
+    Example:
+      >>> import jaxrnn as jr
+      >>> isinstance(jr.GRUCell(4), jr.RNNCellBase)
+      True
+      >>> jr.LSTMCell(4).param_shapes(3)  # Keras's names and shapes, for F=3 inputs
+      {'kernel': (3, 16), 'recurrent_kernel': (4, 16), 'bias': (16,)}
     """
+
+    if TYPE_CHECKING:  # what the subclasses declare (as dataclass fields) and define
+        @property
+        def units(self) -> int: ...
+        @property
+        def use_bias(self) -> bool: ...
+        @property
+        def dropout(self) -> float: ...
+        @property
+        def recurrent_dropout(self) -> float: ...
+        @property
+        def kernel_initializer(self) -> Initializer: ...
+        @property
+        def recurrent_initializer(self) -> Initializer: ...
+        @property
+        def bias_initializer(self) -> Initializer: ...
+
+        def step(self, params: Any, inputs: Array, states: Any,
+                 masks: Any = None) -> tuple[Array, Any]: ...
 
     def __post_init__(self):
         cls = type(self).__name__
@@ -157,7 +192,8 @@ class RNNCellBase:
     def param_shapes(self, input_dim: int) -> dict[str, tuple[int, ...]]:
         """The params' shapes for inputs of `input_dim` features, in Keras's layout."""
         kh = self._gates * self.units
-        shapes = {"kernel": (input_dim, kh), "recurrent_kernel": (self.units, kh)}
+        shapes: dict[str, tuple[int, ...]] = {"kernel": (input_dim, kh),
+                                              "recurrent_kernel": (self.units, kh)}
         if self.use_bias:
             shapes["bias"] = self._bias_shape()
         return shapes
@@ -601,13 +637,17 @@ class StackedRNNCells(RNNCellBase):
             dims.append(StackedRNNCells([cell]).output_size)
         return dims
 
-    def init(self, key: Array, input_dim: int, dtype=jnp.float32) -> list:
+    # A stack's params are a list with one dict per cell, not one dict.
+    def init(  # type: ignore[override]
+            self, key: Array, input_dim: int, dtype=jnp.float32) -> list:
         """Creates a list with one params dict per cell, each cell fed by the one below."""
         keys = jax.random.split(key, len(self.cells))
         return [cell.init(k, d, dtype) for cell, k, d in
                 zip(self.cells, keys, self._input_dims(input_dim))]
 
-    def check_params(self, params: Any, input_dim: int | None = None) -> int | None:
+    # None when no cell of the stack can tell its input_dim (user-defined cells).
+    def check_params(  # type: ignore[override]
+            self, params: Any, input_dim: int | None = None) -> int | None:
         """Checks each cell's params; returns the input_dim F of the first cell."""
         if not isinstance(params, (list, tuple)) or len(params) != len(self.cells):
             got = f"{len(params)} entries" if isinstance(params, (list, tuple)) else \

@@ -90,6 +90,16 @@ def save(path: str | os.PathLike, layer: Any, params: Any) -> None:
 
     Raises:
       TypeError: the layer has no config, or params hold something other than arrays.
+
+    Example:
+      >>> import os, tempfile, jax, jaxrnn as jr
+      >>> layer = jr.LSTM(8, return_sequences=True)
+      >>> params = layer.init(jax.random.key(0), (None, None, 3))
+      >>> path = os.path.join(tempfile.mkdtemp(), "lstm.safetensors")
+      >>> jr.save(path, layer, params)
+      >>> loaded_layer, loaded_params = jr.load(path)
+      >>> loaded_layer == layer, bool((loaded_params["kernel"] == params["kernel"]).all())
+      (True, True)
     """
     st = _safetensors()
     config = json.dumps(_registry.serialize(layer))
@@ -161,6 +171,14 @@ def load(path: str | os.PathLike, custom_objects: dict[str, type] | None = None
       FileNotFoundError: no file at `path`.
       ValueError: the file is not a safetensors file, is damaged, or was not written by
         `jaxrnn.save` (or by a newer format version); the message says which.
+
+    Example:
+      >>> import os, tempfile, jax, jaxrnn as jr
+      >>> path = os.path.join(tempfile.mkdtemp(), "gru.safetensors")
+      >>> jr.save(path, jr.GRU(4), jr.GRU(4).init(jax.random.key(0), (None, None, 2)))
+      >>> layer, params = jr.load(path)
+      >>> layer == jr.GRU(4), params["kernel"].shape  # [F, 3H]
+      (True, (2, 12))
     """
     st = _safetensors()
     path = os.fspath(path)

@@ -161,11 +161,11 @@ def from_keras(layer: Any) -> tuple[Any, Any]:
       ValueError: the layer is not built, or uses an activation jaxrnn does not have.
 
     Example (needs Keras; not run as a doctest):
-      >>> import keras, numpy as np, jaxrnn as jr  # doctest: +SKIP
-      >>> k = keras.layers.LSTM(8, return_sequences=True)  # doctest: +SKIP
-      >>> _ = k(np.zeros((1, 5, 3), "float32"))  # build it  # doctest: +SKIP
-      >>> layer, params = jr.from_keras(k)  # doctest: +SKIP
-      >>> layer(params, np.ones((2, 5, 3), "float32")).shape  # [B, T, H]  # doctest: +SKIP
+      >>> import keras, numpy as np, jaxrnn as jr
+      >>> k = keras.layers.LSTM(8, return_sequences=True)
+      >>> _ = k(np.zeros((1, 5, 3), "float32"))  # build it
+      >>> layer, params = jr.from_keras(k)
+      >>> layer(params, np.ones((2, 5, 3), "float32")).shape  # [B, T, H]
       (2, 5, 8)
     """
     try:

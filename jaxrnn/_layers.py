@@ -341,7 +341,7 @@ class RNN:
 
         xs = x if self.time_major else jnp.swapaxes(x, 0, 1)
         mask_t = None if mask is None else mask.T
-        options = dict(
+        options: dict[str, Any] = dict(
             go_backwards=self.go_backwards,
             unroll=self.unroll if self.unroll is not False else 1,
             zero_output_for_mask=self.zero_output_for_mask,
@@ -417,7 +417,15 @@ def _shorthand(cell_cls: type, units: int, kwargs: dict) -> RNN:
 
 
 def SimpleRNN(units: int, **kwargs) -> RNN:
-    """``RNN(SimpleRNNCell(units, ...), ...)``, the arguments split between cell and layer."""
+    """``RNN(SimpleRNNCell(units, ...), ...)``, the arguments split between cell and layer.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxrnn as jr
+      >>> layer = jr.SimpleRNN(4, activation="relu", go_backwards=True)
+      >>> params = layer.init(jax.random.key(0), (2, 5, 3))
+      >>> layer(params, jnp.ones((2, 5, 3))).shape  # [B, H]
+      (2, 4)
+    """
     return _shorthand(_cells.SimpleRNNCell, units, kwargs)
 
 
@@ -435,7 +443,16 @@ def LSTM(units: int, **kwargs) -> RNN:
 
 
 def GRU(units: int, **kwargs) -> RNN:
-    """``RNN(GRUCell(units, ...), ...)``, the arguments split between cell and layer."""
+    """``RNN(GRUCell(units, ...), ...)``, the arguments split between cell and layer.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxrnn as jr
+      >>> layer = jr.GRU(4, reset_after=False, return_state=True)
+      >>> params = layer.init(jax.random.key(0), (2, 5, 3))
+      >>> y, h = layer(params, jnp.ones((2, 5, 3)))
+      >>> y.shape, h.shape  # [B, H], [B, H]
+      ((2, 4), (2, 4))
+    """
     return _shorthand(_cells.GRUCell, units, kwargs)
 
 
@@ -591,6 +608,7 @@ class Bidirectional:
             y, y_rev = y[0], y_rev[0]
         if self.return_sequences:
             y_rev = _flip_time(y_rev, self.layer.time_major)
+        merged: Any  # an array, or the pair (y, y_rev) for merge_mode=None
         if self.merge_mode == "concat":
             merged = jnp.concatenate([y, y_rev], axis=-1)
         elif self.merge_mode == "sum":
@@ -601,6 +619,7 @@ class Bidirectional:
             merged = y * y_rev
         else:
             merged = (y, y_rev)
+        result: Any
         if self.layer.return_state:
             result = (*merged, *states) if self.merge_mode is None else (merged, *states)
         else:

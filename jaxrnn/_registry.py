@@ -19,6 +19,16 @@ def register(cls: type | None = None, *, name: str | None = None):
     Usable as ``@jr.register`` or ``@jr.register(name="MyCell")``. The class needs
     ``get_config()`` and a classmethod ``from_config(config)`` (or a constructor
     that accepts the config's keys).
+
+    Example:
+      >>> import dataclasses, jaxrnn as jr
+      >>> @jr.register
+      ... @dataclasses.dataclass(frozen=True)
+      ... class ScaledLSTMCell(jr.LSTMCell):
+      ...     scale: float = 1.0
+      >>> layer = jr.RNN(ScaledLSTMCell(8, scale=0.5))
+      >>> jr.RNN.from_config(layer.get_config()) == layer
+      True
     """
 
     def add(c: type) -> type:
@@ -29,7 +39,17 @@ def register(cls: type | None = None, *, name: str | None = None):
 
 
 def serialize(obj: Any) -> dict:
-    """Returns ``{"class_name": ..., "config": obj.get_config()}``."""
+    """Returns ``{"class_name": ..., "config": obj.get_config()}``.
+
+    Example:
+      >>> import jaxrnn as jr
+      >>> serialized = jr.serialize(jr.GRUCell(4))
+      >>> serialized["class_name"]
+      'GRUCell'
+      >>> cell_config = serialized["config"]
+      >>> cell_config["units"]
+      4
+    """
     get_config = getattr(obj, "get_config", None)
     if get_config is None:
         raise TypeError(
@@ -42,7 +62,13 @@ def serialize(obj: Any) -> dict:
 
 
 def deserialize(config: dict, custom_objects: dict[str, type] | None = None) -> Any:
-    """Rebuilds an object from the output of :func:`serialize`."""
+    """Rebuilds an object from the output of :func:`serialize`.
+
+    Example:
+      >>> import jaxrnn as jr
+      >>> jr.deserialize({"class_name": "LSTMCell", "config": {"units": 8}}) == jr.LSTMCell(8)
+      True
+    """
     if not isinstance(config, dict) or "class_name" not in config or "config" not in config:
         raise ValueError(
             "expected a config of the form {'class_name': ..., 'config': {...}}; "

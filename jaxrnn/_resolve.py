@@ -72,7 +72,8 @@ def _identity(key, shape, dtype=jnp.float32):
     del key
     if len(shape) != 2:
         raise ValueError(f"identity initializer needs a 2-D shape; got {shape}.")
-    return jnp.eye(*shape, dtype=dtype)
+    rows, cols = shape
+    return jnp.eye(rows, cols, dtype=dtype)
 
 
 INITIALIZERS: dict[str, Callable] = {
@@ -150,7 +151,7 @@ def initializer(spec: str | Callable, arg: str = "initializer") -> Callable:
 
 @functools.cache
 def _names_by_function() -> dict[int, str]:
-    names = {}
+    names: dict[int, str] = {}
     for table in (ACTIVATIONS, INITIALIZERS):
         for name, fn in table.items():
             names.setdefault(id(fn), name)

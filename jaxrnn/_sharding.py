@@ -46,7 +46,15 @@ def data_mesh(devices: Sequence[Any] | None = None, axis_name: str = "data") -> 
 
 
 def replicate(tree: Any, mesh: Mesh) -> Any:
-    """Puts every array of `tree` (params, optimizer state) whole on every device of `mesh`."""
+    """Puts every array of `tree` (params, optimizer state) whole on every device of `mesh`.
+
+    Example:
+      >>> import jax, jaxrnn as jr
+      >>> mesh = jr.data_mesh()
+      >>> params = jr.replicate(jr.LSTM(4).init(jax.random.key(0), (None, None, 3)), mesh)
+      >>> params["kernel"].sharding.is_fully_replicated
+      True
+    """
     sharding = NamedSharding(mesh, PartitionSpec())
     return jax.tree.map(lambda a: jax.device_put(a, sharding), tree)
 
@@ -68,6 +76,13 @@ def shard_batch(tree: Any, mesh: Mesh, axis: int = 0, axis_name: str | None = No
     Raises:
       ValueError: an array has no `axis`, or its batch size does not split evenly over the
         devices.
+
+    Example:
+      >>> import jax.numpy as jnp, jaxrnn as jr
+      >>> mesh = jr.data_mesh()
+      >>> x, mask = jr.shard_batch((jnp.ones((8, 5, 3)), jnp.ones((8, 5), bool)), mesh)
+      >>> x.shape, x.sharding.spec[0]  # the global [B, T, F] array, split along B
+      ((8, 5, 3), 'data')
     """
     name = axis_name or mesh.axis_names[0]
     n = mesh.shape[name]
@@ -80,7 +95,7 @@ def shard_batch(tree: Any, mesh: Mesh, axis: int = 0, axis_name: str | None = No
                 f"shard_batch: an array of shape {shape} has no batch axis {axis}; every array "
                 "in the tree must have one (pass axis=1 for time-major [T, B, F] sequences)."
             )
-        spec = [None] * len(shape)
+        spec: list[str | None] = [None] * len(shape)
         spec[axis] = name
         sharding = NamedSharding(mesh, PartitionSpec(*spec))
         local = n // processes if processes > 1 else n

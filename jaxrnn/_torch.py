@@ -88,6 +88,7 @@ def _layer_params(module: Any, kind: str, k: int, suffix: str) -> tuple[Any, dic
             params["bias"] = jnp.stack([_permute_gates(b_ih, h, 0), _permute_gates(b_hh, h, 0)])
         else:
             params["bias"] = b_ih + b_hh
+    cell: _cells.RNNCellBase
     if kind == "lstm":
         cell = _cells.LSTMCell(h, use_bias=module.bias)
     elif kind == "gru":
@@ -128,6 +129,13 @@ def from_torch(module: Any) -> tuple[Any, Any]:
     Raises:
       TypeError: `module` is not one of those modules.
       ValueError: an LSTM with ``proj_size > 0`` (no jaxrnn counterpart).
+
+    Example:
+      >>> import torch, jax.numpy as jnp, jaxrnn as jr
+      >>> module = torch.nn.LSTM(3, 8, num_layers=2, batch_first=True)
+      >>> layer, params = jr.from_torch(module)
+      >>> layer(params, jnp.ones((2, 5, 3))).shape  # [B, T, H], as module(x)[0]
+      (2, 5, 8)
     """
     kind = _kind(module)
     if getattr(module, "proj_size", 0):
@@ -145,7 +153,8 @@ def from_torch(module: Any) -> tuple[Any, Any]:
     directions = ("", "_reverse") if module.bidirectional else ("",)
     per_layer = [[_layer_params(module, kind, k, s) for s in directions]
                  for k in range(module.num_layers)]
-    rnn = dict(return_sequences=True, zero_output_for_mask=True, time_major=time_major)
+    rnn: dict[str, Any] = dict(return_sequences=True, zero_output_for_mask=True,
+                               time_major=time_major)
     if not module.bidirectional:
         cells = [cp[0][0] for cp in per_layer]
         params = [cp[0][1] for cp in per_layer]
@@ -257,6 +266,14 @@ def to_torch(layer: Any, params: Any) -> Any:
 
     Raises:
       ValueError: the layer has no PyTorch counterpart (the message says why).
+
+    Example:
+      >>> import jax, jaxrnn as jr
+      >>> layer = jr.Bidirectional(jr.GRU(4, return_sequences=True))
+      >>> params = layer.init(jax.random.key(0), (2, 5, 3))
+      >>> module = jr.to_torch(layer, params)
+      >>> type(module).__name__, module.bidirectional, module.batch_first
+      ('GRU', True, True)
     """
     torch = _import_torch()
     # directions[k] = [(cell, params) forward, (cell, params) backward?] for layer k.
