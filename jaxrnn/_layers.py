@@ -81,6 +81,11 @@ class RNN:
         cast to it for the loop. ``None`` computes in the inputs' and params' dtype.
       param_dtype: the dtype `init` creates params in when it is not given one
         (default float32).
+      remat: memory for training on long sequences, on the fused path: ``None``
+        checkpoints segments of the sequence automatically when the saved activations
+        would pass 1 GiB; ``True`` always, in segments of about sqrt(T) steps; an int k,
+        in segments of k steps; ``False`` never. The backward pass recomputes one
+        segment at a time. Results never depend on it.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn as jr
@@ -103,6 +108,7 @@ class RNN:
     fused: bool | None = None
     dtype: str | None = None
     param_dtype: str | None = None
+    remat: bool | int | None = None
 
     def __post_init__(self):
         cell = self.cell
@@ -123,6 +129,12 @@ class RNN:
             raise ValueError(
                 f"RNN: unroll must be False, True or a positive int (steps per loop iteration); "
                 f"got {u!r}."
+            )
+        r = self.remat
+        if r is not None and not isinstance(r, bool) and (not isinstance(r, int) or r < 1):
+            raise ValueError(
+                f"RNN: remat must be None, True, False or a positive int (steps per "
+                f"checkpointed segment); got {r!r}."
             )
         for name in ("parallel", "fused"):
             if getattr(self, name) is not None:
@@ -353,7 +365,7 @@ class RNN:
                                                     dropout, **options)
         elif self.fused is not False and _fused.supports(self.cell):
             outputs, final = _fused.fused_rnn(self.cell, params, states, xs, mask_t, dropout,
-                                              **options)
+                                              remat=self.remat, **options)
         else:
             outputs, final = _scan.scan_rnn(
                 lambda x_t, s: _cells.apply_cell(self.cell, params, x_t, s, dropout),
@@ -389,7 +401,7 @@ class RNN:
         """JSON-serializable configuration, the cell's config nested."""
         config = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         config["cell"] = _registry.serialize(self.cell)
-        for name in ("parallel", "fused", "dtype", "param_dtype"):  # omit defaults: Keras-like
+        for name in ("parallel", "fused", "dtype", "param_dtype", "remat"):  # omit defaults
             if config[name] is None:
                 del config[name]
         return config

@@ -184,6 +184,12 @@ def test_bad_unroll(unroll):
         jr.RNN(jr.LSTMCell(H), unroll=unroll)
 
 
+@pytest.mark.parametrize("remat", [0, -4, "yes", 2.0])
+def test_bad_remat(remat):
+    with pytest.raises(ValueError, match="remat must be None, True, False or a positive int"):
+        jr.LSTM(H, remat=remat)
+
+
 def test_flags_must_be_bools():
     with pytest.raises(TypeError, match="return_sequences must be True or False"):
         jr.RNN(jr.LSTMCell(H), return_sequences="yes")
