@@ -233,6 +233,39 @@ def run_cell(cell: Any, params: Any, states: Any, xs: Array, mask: Array | None,
     return y, _cells.restructure(final, states, type(cell).__name__)
 
 
+# With the sequential solver (CPU), sequences longer than this run in chunks of CHUNK steps,
+# the state carried from one chunk to the next, so each chunk's [CHUNK, B, *] arrays stay in
+# cache. Measured on a 2-core CPU (minGRU training step, B=8, T=4096, F=32, H=64): 60 ms in
+# one piece, 43 ms in chunks of 1024, 38 ms in chunks of 256, 47 ms in chunks of 128.
+CHUNK: int | None = 256
+
+
+def _run_chunked(cell: Any, params: Any, states: Any, xs: Array, mask: Array | None,
+                 dropout: Any, solver: str, chunk: int | None) -> tuple[Array, Any]:
+    """`run_cell` over consecutive chunks of `chunk` steps (all at once when None)."""
+    t = xs.shape[0]
+    if chunk is None or t <= chunk:
+        return run_cell(cell, params, states, xs, mask, dropout, solver)
+    n, rest = divmod(t, chunk)
+
+    def split(a):
+        return None if a is None else a[:n * chunk].reshape(n, chunk, *a.shape[1:])
+
+    def body(carry, inp):
+        x_chunk, mask_chunk = inp
+        ys, carry = run_cell(cell, params, carry, x_chunk, mask_chunk, dropout, solver)
+        return carry, ys
+
+    states, ys = lax.scan(body, states, (split(xs), split(mask)))
+    ys = ys.reshape(n * chunk, *ys.shape[2:])
+    if rest:
+        tail = slice(n * chunk, None)
+        ys_rest, states = run_cell(cell, params, states, xs[tail],
+                                   None if mask is None else mask[tail], dropout, solver)
+        ys = jnp.concatenate([ys, ys_rest], axis=0)
+    return ys, states
+
+
 def parallel_rnn(
     cell: Any,
     params: Any,
@@ -279,8 +312,9 @@ def parallel_rnn(
         finals = []
         y = xs
         solver = solver_for()
+        chunk = CHUNK if solver == "sequential" else None
         for c, p, s, d in zip(cells, *per_cell, dropouts):
-            y, final = run_cell(c, p, s, y, mask, d, solver)
+            y, final = _run_chunked(c, p, s, y, mask, d, solver, chunk)
             finals.append(final)
         if zero_output_for_mask and mask is not None:
             y = jnp.where(mask[:, :, None], y, jnp.zeros((), y.dtype))

@@ -128,6 +128,16 @@ def test_parallel_equals_sequential(name, flags):
     _check_equal(CELLS[name](), **FLAGS[flags])
 
 
+@pytest.mark.parametrize("name", ["mingru", "lru"])
+@pytest.mark.parametrize("chunk, return_sequences", [(3, True), (4, False)])  # T=6
+def test_chunked_sequences_equal_sequential(monkeypatch, name, chunk, return_sequences):
+    """Long sequences run in chunks on CPU: chunk boundaries and a shorter tail change
+    nothing, gradients included."""
+    monkeypatch.setattr(_parallel, "SOLVER", "sequential")
+    monkeypatch.setattr(_parallel, "CHUNK", chunk)
+    _check_equal(CELLS[name](), go_backwards=True, return_sequences=return_sequences)
+
+
 @pytest.mark.parametrize("name", ["mingru", "minlstm_lin", "lru"])
 def test_parallel_equals_sequential_associative(associative, name):
     _check_equal(CELLS[name](), go_backwards=True)
