@@ -58,6 +58,7 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from jaxrnn import _cells, _resolve
+from jaxrnn._scan import run_layerwise
 
 Array = jax.Array
 
@@ -642,19 +643,8 @@ def fused_rnn(cell: Any, params: Any, states: Any, xs: Array, mask: Array | None
     equals Keras's step-by-step stack: at a masked step every cell's states are reverted and
     the output replaced, so what a masked step feeds the next cell never matters.
     """
-    cells = cell.cells if stacked else (cell,)
-    plist = list(params) if stacked else [params]
-    slist = tuple(states) if stacked else (states,)
-    if dropout is None:
-        dlist = (None,) * len(cells)
-    else:
-        dlist = tuple(dropout) if stacked else (dropout,)
-    if go_backwards:
-        xs = jnp.flip(xs, axis=0)
-        mask = None if mask is None else jnp.flip(mask, axis=0)
-    x, finals = xs, []
-    for li, (c, p, s, d) in enumerate(zip(cells, plist, slist, dlist)):
-        seq = return_sequences or li < len(cells) - 1
+
+    def run_one(c, p, s, x, mask, d, seq):
         run = _prepare(c, p, d)
         flat = tuple(jax.tree.leaves(s))
         k = _segment_length(remat, x.shape[0])
@@ -664,15 +654,9 @@ def fused_rnn(cell: Any, params: Any, states: Any, xs: Array, mask: Array | None
             hs, fin = _run_segmented(run, x, flat, mask, seq, unroll, k)
         else:
             hs, fin = run(x, flat, mask, seq, unroll)
-        finals.append(jax.tree.unflatten(jax.tree.structure(s), list(fin)))
-        x = hs
-    if return_sequences:
-        outputs = x
-        if zero_output_for_mask and mask is not None:
-            outputs = jnp.where(mask[:, :, None], outputs, 0)
-    else:
-        outputs = jax.tree.leaves(finals[-1])[0]  # the last cell's h
-        if zero_output_for_mask and mask is not None:
-            outputs = jnp.where(mask[-1][:, None], outputs, 0)
-    final = tuple(finals) if stacked else finals[0]
-    return outputs, final
+        return hs, jax.tree.unflatten(jax.tree.structure(s), list(fin))
+
+    return run_layerwise(run_one, cell, params, states, xs, mask, dropout,
+                         go_backwards=go_backwards,
+                         zero_output_for_mask=zero_output_for_mask,
+                         return_sequences=return_sequences, stacked=stacked)

@@ -44,7 +44,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxrnn import _cells
+from jaxrnn import _cells, _scan
 
 Array = jax.Array
 
@@ -300,23 +300,15 @@ def parallel_rnn(
       `return_sequences`, else [B, H]; final states with the structure of `states`.
     """
     del unroll
+    solver = solver_for()
+    chunk = CHUNK if solver == "sequential" else None
+
+    def run_one(c, p, s, x, mask, d, seq):
+        del seq  # the whole sequence of outputs comes at no extra cost
+        return _run_chunked(c, p, s, x, mask, d, solver, chunk)
+
     with jax.named_scope("parallel_rnn"):
-        if go_backwards:
-            xs = jnp.flip(xs, axis=0)
-            mask = None if mask is None else jnp.flip(mask, axis=0)
-        if stacked:
-            cells, per_cell = cell.cells, (params, states)
-            dropouts = dropout if dropout is not None else (None,) * len(cells)
-        else:
-            cells, per_cell, dropouts = (cell,), ((params,), (states,)), (dropout,)
-        finals = []
-        y = xs
-        solver = solver_for()
-        chunk = CHUNK if solver == "sequential" else None
-        for c, p, s, d in zip(cells, *per_cell, dropouts):
-            y, final = _run_chunked(c, p, s, y, mask, d, solver, chunk)
-            finals.append(final)
-        if zero_output_for_mask and mask is not None:
-            y = jnp.where(mask[:, :, None], y, jnp.zeros((), y.dtype))
-        outputs = y if return_sequences else y[-1]
-        return outputs, (tuple(finals) if stacked else finals[0])
+        return _scan.run_layerwise(run_one, cell, params, states, xs, mask, dropout,
+                                   go_backwards=go_backwards,
+                                   zero_output_for_mask=zero_output_for_mask,
+                                   return_sequences=return_sequences, stacked=stacked)

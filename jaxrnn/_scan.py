@@ -100,3 +100,62 @@ def scan_rnn(
     (final, last), _ = lax.scan(body_last, init, (xs, mask), reverse=go_backwards,
                                 unroll=unroll)
     return last, final
+
+
+def run_layerwise(
+    run_one: Callable[..., tuple[Array | None, Any]],
+    cell: Any,
+    params: Any,
+    states: Any,
+    xs: Array,
+    mask: Array | None,
+    dropout: Any,
+    *,
+    go_backwards: bool,
+    zero_output_for_mask: bool,
+    return_sequences: bool,
+    stacked: bool,
+) -> tuple[Array, Any]:
+    """Runs a cell, or a stack of cells layer by layer, each over the whole sequence.
+
+    For engines that run one cell over all steps at once (the fused and parallel paths).
+    A stack run layer by layer, every cell with the same mask, equals Keras's step-by-step
+    stack: at a masked step every cell's states are reverted and the output replaced, so
+    what a masked step feeds the cell above is never used.
+
+    Args:
+      run_one: ``(cell, params, states, xs [T, B, F], mask [T, B] | None, dropout, seq) ->
+        (outputs [T, B, H] or None when not seq, final states like `states`)``, running one
+        cell forwards with `scan_rnn`'s masking rule for states.
+      cell, params, states, dropout: one cell's, or a `StackedRNNCells`' (one entry per cell).
+      xs, mask, go_backwards, zero_output_for_mask, return_sequences, stacked: as for
+        `scan_rnn`.
+
+    Returns:
+      What `scan_rnn` returns.
+    """
+    if go_backwards:  # flipped once; everything after runs forwards, in processing order
+        xs = jnp.flip(xs, axis=0)
+        mask = None if mask is None else jnp.flip(mask, axis=0)
+    if stacked:
+        cells = cell.cells
+        per_cell = list(zip(params, states, dropout or (None,) * len(cells)))
+    else:
+        cells, per_cell = (cell,), [(params, states, dropout)]
+    y: Array | None = xs
+    finals = []
+    for i, (c, (p, s, d)) in enumerate(zip(cells, per_cell)):
+        y, final = run_one(c, p, s, y, mask, d, return_sequences or i < len(cells) - 1)
+        finals.append(final)
+    if return_sequences:
+        assert y is not None
+        outputs = y
+        if zero_output_for_mask and mask is not None:
+            outputs = jnp.where(mask[:, :, None], outputs, jnp.zeros((), outputs.dtype))
+    else:
+        # The last processed step's output: the last cell's first state, which a masked
+        # step carries over (Keras), or zeros with zero_output_for_mask.
+        outputs = carried_output(finals[-1], stacked=False)
+        if zero_output_for_mask and mask is not None:
+            outputs = jnp.where(mask[-1][:, None], outputs, jnp.zeros((), outputs.dtype))
+    return outputs, (tuple(finals) if stacked else finals[0])
