@@ -1,8 +1,13 @@
-"""Smoke tests for the runnable examples: examples/*.py and the README's code blocks."""
+"""Smoke tests for the runnable examples, each with tiny settings (they run, and their metrics
+make sense), and for the README's code blocks."""
 
 import importlib.util
+import json
 import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +52,75 @@ def test_readme_python_blocks_run():
     namespace = {"__name__": "readme"}
     for i, block in enumerate(blocks):
         exec(compile(block, f"README.md[python block {i}]", "exec"), namespace)
+
+
+def test_char_lm_runs(tmp_path, capsys):
+    pytest.importorskip("optax")
+    pytest.importorskip("safetensors")
+    char_lm = _load_example("char_lm")
+    argv = (f"--steps 4 --batch-size 2 --seq-len 8 --units 8 --embed 4 --max-chars 4000 "
+            f"--log-every 2 --sample-chars 12 --out-dir {tmp_path}")
+    metrics = char_lm.main(argv.split())
+    assert metrics["steps"] == 4
+    for name in ("first_loss", "train_loss", "val_loss"):
+        assert math.isfinite(metrics[name]), metrics
+    assert metrics["first_loss"] == pytest.approx(math.log(len(char_lm.CHARS)), abs=0.2)
+    assert len(metrics["sample"]) == len("Return the ") + 12
+    assert Path(metrics["checkpoint"]).is_file()
+    if metrics["plot"] is not None:
+        assert Path(metrics["plot"]).is_file()
+    out = capsys.readouterr().out
+    assert "4/4" in out and "validation loss" in out and "--- sample" in out
+
+
+def test_char_lm_corpus_is_deterministic():
+    char_lm = _load_example("char_lm")
+    a, b = char_lm.load_corpus(), char_lm.load_corpus()
+    assert a == b and len(a) > 100_000
+    assert set(a) <= set(char_lm.CHARS)
+
+
+def test_masked_classification_runs():
+    pytest.importorskip("optax")
+    example = _load_example("masked_classification")
+    metrics = example.main("--steps 3 --batch-size 8 --units 4 --max-len 10 --min-len 3 "
+                           "--train-size 32 --test-size 16 --log-every 0".split())
+    assert metrics["steps"] == 3 and math.isfinite(metrics["final_loss"])
+    assert 0.0 <= metrics["test_accuracy"] <= 1.0
+
+
+def test_from_pytorch_agrees():
+    pytest.importorskip("torch")
+    pytest.importorskip("safetensors")
+    metrics = _load_example("from_pytorch").main(
+        "--hidden 4 --input-size 3 --seq-len 5 --batch-size 3".split())
+    assert metrics["max_abs_diff"] < 1e-5
+    assert metrics["masked_max_abs_diff"] < 1e-5
+    assert metrics["round_trip_max_abs_diff"] < 1e-5
+
+
+def test_data_parallel_runs_on_four_emulated_devices():
+    """In a fresh interpreter: the example sets XLA_FLAGS itself before jax starts."""
+    pytest.importorskip("optax")
+    code = ("import json, runpy, sys; m = runpy.run_path(sys.argv[1]); "
+            "print('METRICS=' + json.dumps(m['main'](sys.argv[2:])))")
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    env.pop("XLA_FLAGS", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", code, str(ROOT / "examples" / "data_parallel.py"),
+         "--steps", "3", "--batch-size", "8", "--chunk", "4", "--units", "4", "--log-every", "0"],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    line = next(l for l in proc.stdout.splitlines() if l.startswith("METRICS="))
+    metrics = json.loads(line.removeprefix("METRICS="))
+    assert metrics["devices"] == 4
+    assert metrics["loss_difference"] < 1e-5 and metrics["grad_difference"] < 1e-5
+
+
+def test_long_sequences_example_smoke(capsys):
+    metrics = _load_example("long_sequences").main(
+        "--seq-len 16 --steps 3 --batch-size 4 --units 8 --eval-size 8 --seed 1".split())
+    for model in ("lstm", "mingru"):
+        assert math.isfinite(metrics[model]["test_mse"]), metrics
+        assert metrics[model]["train_seconds"] > 0
+    assert "MinGRU" in capsys.readouterr().out

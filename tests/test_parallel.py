@@ -8,10 +8,8 @@ are tiny, and compiling every combination would cost more than running it.
 
 import dataclasses
 import functools
-import importlib.util
 import json
 import math
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -483,19 +481,3 @@ def test_random_masks_and_lengths(data):
         want = dataclasses.replace(layer, parallel=False)(params, x, initial_state=init,
                                                           mask=jnp.asarray(mask))
     _close(got, want)
-
-
-# ----------------------------------------------------------------------------- example
-
-
-def test_long_sequences_example_smoke(capsys):
-    path = Path(__file__).resolve().parent.parent / "examples" / "long_sequences.py"
-    spec = importlib.util.spec_from_file_location("_jaxrnn_example_long_sequences", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    metrics = module.main("--seq-len 16 --steps 3 --batch-size 4 --units 8 --eval-size 8"
-                          " --seed 1".split())
-    for model in ("lstm", "mingru"):
-        assert math.isfinite(metrics[model]["test_mse"]), metrics
-        assert metrics[model]["train_seconds"] > 0
-    assert "MinGRU" in capsys.readouterr().out
