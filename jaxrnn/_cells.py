@@ -182,6 +182,7 @@ class RNNCellBase:
                 _resolve.initializer(getattr(self, f.name), f"{cls}: {f.name}")
 
     _gates = 1
+    _input_param = "kernel"  # the param whose first axis is the input width F
 
     @property
     def output_size(self) -> int:
@@ -248,18 +249,20 @@ class RNNCellBase:
         expected = set(self.param_shapes(1))
         if set(params) != expected:
             missing, extra = sorted(expected - set(params)), sorted(set(params) - expected)
+            bias = f" (use_bias={self.use_bias})" if hasattr(self, "use_bias") else ""
             raise ValueError(
                 f"{cls}: params must have keys {sorted(expected)}; missing {missing}, "
-                f"unexpected {extra} (use_bias={self.use_bias}). Create them with "
-                "cell.init(key, input_dim), or copy a Keras cell's weights by name."
+                f"unexpected {extra}{bias}. Create them with cell.init(key, input_dim), or "
+                "copy a Keras cell's weights by name."
             )
-        kernel_shape = tuple(jnp.shape(params["kernel"]))
-        if len(kernel_shape) != 2:
+        first = self._input_param  # the [F, ...] param whose first axis is the input width
+        first_shape = tuple(jnp.shape(params[first]))
+        if len(first_shape) != 2:
             raise ValueError(
-                f"{cls}: params['kernel'] must be [F, {self._gates}*units]; got shape "
-                f"{kernel_shape}."
+                f"{cls}: params[{first!r}] must be [F, {self.param_shapes(1)[first][1]}]; got "
+                f"shape {first_shape}."
             )
-        f = kernel_shape[0] if input_dim is None else input_dim
+        f = first_shape[0] if input_dim is None else input_dim
         for name, shape in self.param_shapes(f).items():
             got = tuple(jnp.shape(params[name]))
             if got != shape:

@@ -354,6 +354,7 @@ class LRUCell(RNNCellBase):
     dropout: float = 0.0
 
     recurrent_dropout = 0.0  # the recurrence is diagonal: nothing to drop
+    _input_param = "B_re"  # [F, N]: its first axis is the input width
 
     def __post_init__(self):
         super().__post_init__()
@@ -435,30 +436,7 @@ class LRUCell(RNNCellBase):
 
     def check_params(self, params: Any, input_dim: int | None = None) -> int:
         """Checks params' keys and shapes; returns their input_dim F (= units)."""
-        if not isinstance(params, dict):
-            raise TypeError(
-                f"LRUCell: params must be a dict with keys {sorted(_LRU_PARAMS)}; got "
-                f"{type(params).__name__}. Create them with cell.init(key, input_dim)."
-            )
-        if set(params) != set(_LRU_PARAMS):
-            missing = sorted(set(_LRU_PARAMS) - set(params))
-            extra = sorted(set(params) - set(_LRU_PARAMS))
-            raise ValueError(
-                f"LRUCell: params must have keys {sorted(_LRU_PARAMS)}; missing {missing}, "
-                f"unexpected {extra}. Create them with cell.init(key, input_dim)."
-            )
-        b_shape = tuple(jnp.shape(params["B_re"]))
-        if len(b_shape) != 2:
-            raise ValueError(f"LRUCell: params['B_re'] must be [F, N]; got shape {b_shape}.")
-        f = b_shape[0] if input_dim is None else input_dim
-        for name, shape in self.param_shapes(f).items():
-            got = tuple(jnp.shape(params[name]))
-            if got != shape:
-                raise ValueError(
-                    f"LRUCell(units={self.units}, state_dim={self.n}): params[{name!r}] must "
-                    f"have shape {shape} for {f} input features; got {got}. Re-create the "
-                    f"params with cell.init(key, {f})."
-                )
+        f = super().check_params(params, input_dim)
         self._check_width(f, "LRUCell")
         return f
 
