@@ -19,12 +19,6 @@ from jaxrnn import _cells, _layers, _resolve
 # Keras's RNN flags that jaxrnn's RNN has under the same name and meaning.
 _RNN_FLAGS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll",
               "zero_output_for_mask")
-# Cell hyperparameters copied as they are (besides the activations and initializers).
-_CELL_ARGS = {
-    "SimpleRNNCell": ("use_bias", "dropout", "recurrent_dropout"),
-    "LSTMCell": ("use_bias", "unit_forget_bias", "dropout", "recurrent_dropout"),
-    "GRUCell": ("use_bias", "dropout", "recurrent_dropout", "reset_after"),
-}
 _JR_CELLS = {"SimpleRNNCell": _cells.SimpleRNNCell, "LSTMCell": _cells.LSTMCell,
              "GRUCell": _cells.GRUCell}
 # Initializer configs that carry no information jaxrnn's named initializer lacks.
@@ -86,16 +80,19 @@ def _cell(keras_cell: Any, where: str) -> tuple[Any, dict]:
         )
     config = keras_cell.get_config()
     jr_cls = _JR_CELLS[kind]
-    kw: dict[str, Any] = {name: config[name] for name in _CELL_ARGS[kind]}
-    kw["activation"] = _activation(config["activation"], f"{where}.activation")
-    if "recurrent_activation" in config:
-        kw["recurrent_activation"] = _activation(config["recurrent_activation"],
-                                                 f"{where}.recurrent_activation")
-    defaults = {"kernel_initializer": "glorot_uniform", "recurrent_initializer": "orthogonal",
-                "bias_initializer": "zeros"}
-    for name, default in defaults.items():
-        kw[name] = _initializer(config.get(name), default)
-    cell = jr_cls(int(config["units"]), **kw)
+    # The jaxrnn cell's constructor arguments share Keras's names; an initializer Keras
+    # configures beyond what jaxrnn's names say falls back to the jaxrnn default.
+    kw: dict[str, Any] = {}
+    for field in dataclasses.fields(jr_cls):
+        name = field.name
+        if name.endswith("activation"):
+            kw[name] = _activation(config[name], f"{where}.{name}")
+        elif name.endswith("initializer"):
+            kw[name] = _initializer(config.get(name), str(field.default))
+        else:
+            kw[name] = config[name]
+    kw["units"] = int(kw["units"])
+    cell = jr_cls(**kw)
     params = {"kernel": _weight(keras_cell.kernel),
               "recurrent_kernel": _weight(keras_cell.recurrent_kernel)}
     if cell.use_bias:
