@@ -47,6 +47,35 @@ def log_g(x: Array) -> Array:
     return jnp.where(x >= 0, jnp.log(jax.nn.relu(x) + 0.5), -jax.nn.softplus(-x))
 
 
+@jax.custom_jvp
+def normalized_gates(k_f: Array, k_i: Array) -> tuple[Array, Array]:
+    """minLSTM's gates ``f / (f + i)`` and ``i / (f + i)``, ``f = sigmoid(k_f)``,
+    ``i = sigmoid(k_i)``: exact for any pre-activations, with three exps and one division.
+
+    With ``s = max(0, -k_f, -k_i)``, ``w = exp(-s)``, ``u = exp(-k_f - s)``,
+    ``v = exp(-k_i - s)`` (all in (0, 1], one of them 1): ``f = w / (w + u)``,
+    ``i = w / (w + v)``, so ``f / (f + i) = (w + v) / (2w + u + v)`` -- no overflow, no 0/0
+    even where both sigmoids underflow, and a small ``i'`` keeps its relative precision.
+    Its derivative, ``d f' = f' i' ((1 - f) dk_f - (1 - i) dk_i) = -d i'``, reuses the exps.
+    """
+    return _normalized_gates(k_f, k_i)[0]
+
+
+def _normalized_gates(k_f, k_i):
+    s = -jnp.minimum(jnp.minimum(k_f, k_i), 0)
+    w, u, v = jnp.exp(-s), jnp.exp(-k_f - s), jnp.exp(-k_i - s)
+    inv = 1 / (2 * w + u + v)
+    return ((w + v) * inv, (w + u) * inv), (w, u, v)
+
+
+@normalized_gates.defjvp
+def _normalized_gates_jvp(primals, tangents):
+    (f, i), (w, u, v) = _normalized_gates(*primals)
+    dk_f, dk_i = tangents
+    df = f * i * (u / (w + u) * dk_f - v / (w + v) * dk_i)
+    return (f, i), (df, -df)
+
+
 def _check_bool(value: Any, name: str, cls: str) -> None:
     if not isinstance(value, bool):
         raise ValueError(f"{cls}: {name} must be True or False; got {value!r}.")
@@ -218,8 +247,8 @@ class MinLSTMCell(_MinRNNCell):
       h~_t = g(k_h)                       (log_space=True;  k_h when log_space=False)
       h_t = f'_t * h_{t-1} + i'_t * h~_t
 
-    computed stably as ``d = softplus(-k_f) - softplus(-k_i)`` (= log i - log f),
-    ``f' = sigmoid(-d)``, ``i' = sigmoid(d)``; in log space (the paper's stable version)
+    computed exactly for any pre-activations by `normalized_gates`; in log space (the
+    paper's stable version), with ``d = softplus(-k_f) - softplus(-k_i)`` (= log i - log f),
     ``log a_t = -softplus(d)``, ``log b_t = -softplus(-d) + log g(k_h)``. See `MinGRUCell` for
     ``g`` and the initial state. The output is ``h_t``; the states are ``(h,)``.
 
@@ -245,16 +274,13 @@ class MinLSTMCell(_MinRNNCell):
 
     _gates = 3
 
-    def _log_ratio(self, params, x, x_mask):
-        k_f, k_i, k_h = self._project(params, x, x_mask)
-        return jax.nn.softplus(-k_f) - jax.nn.softplus(-k_i), k_h  # d = log i - log f
-
     def step(self, params, inputs, states, masks=None):
         """One step with dropout masks from `dropout_masks` (no checks)."""
         with jax.named_scope("MinLSTMCell"):
             (h,) = states
-            d, k_h = self._log_ratio(params, inputs, _input_mask(masks))
-            h = jax.nn.sigmoid(-d) * h + jax.nn.sigmoid(d) * self._candidate(k_h)
+            k_f, k_i, k_h = self._project(params, inputs, _input_mask(masks))
+            f, i = normalized_gates(k_f, k_i)
+            h = f * h + i * self._candidate(k_h)
             return h, (h,)
 
     def linear_recurrence(self, params, xs, states, dropout=None, *,
@@ -262,13 +288,15 @@ class MinLSTMCell(_MinRNNCell):
         """``a_t = f'_t``, ``b_t = i'_t * h~_t`` for xs [T, B, F]; their logs when the
         engine asks for `log_space` and the cell has it."""
         with jax.named_scope("MinLSTMCell"):
-            d, k_h = self._log_ratio(params, xs, _input_mask(dropout))
+            k_f, k_i, k_h = self._project(params, xs, _input_mask(dropout))
             log_space = log_space and self.log_space
             if log_space:
+                d = jax.nn.softplus(-k_f) - jax.nn.softplus(-k_i)  # log i - log f
                 a = -jax.nn.softplus(d)  # log f'
                 b = -jax.nn.softplus(-d) + log_g(k_h)  # log i' + log g(k_h)
             else:
-                a, b = jax.nn.sigmoid(-d), jax.nn.sigmoid(d) * self._candidate(k_h)
+                a, i = normalized_gates(k_f, k_i)
+                b = i * self._candidate(k_h)
             return LinearRecurrence(a, b, states[0], readout=lambda h: h,
                                     final_states=lambda h, y: (h,), log_space=log_space)
 
@@ -495,14 +523,18 @@ class LRUCell(RNNCellBase):
             params = jax.tree.map(lambda p: p.astype(real), params)
             x = self._drop(xs, dropout).astype(real)
             lam_re, lam_im = self._eigenvalues(params)
-            bu_re, bu_im = self._input_terms(params, x)
-            b = jax.lax.complex(bu_re, bu_im)  # [T, B, N]
-            a = jnp.broadcast_to(jax.lax.complex(lam_re, lam_im)[None, None, :], b.shape)
+            a = jax.lax.complex(lam_re, lam_im)[None, None, :]  # [1, 1, N]: every step's
+            # gamma * (x @ B) as two real products: cheaper on [T, B, *] arrays than one
+            # product with [B_re | B_im] split afterwards (strided copies).
+            gamma = jnp.exp(params["gamma_log"])[None, None, :]
+            b = jax.lax.complex(_dense(x, params["B_re"]) * gamma,
+                                _dense(x, params["B_im"]) * gamma)  # [T, B, N]
             _, h_re, h_im = states
             h0 = jax.lax.complex(h_re.astype(real), h_im.astype(real))
 
             def readout(h):
-                return self._output(params, x, jnp.real(h), jnp.imag(h)).astype(dtype)
+                y = _dense(jnp.real(h), params["C_re"]) - _dense(jnp.imag(h), params["C_im"])
+                return (y + params["D"][None, None, :] * x).astype(dtype)
 
             def final_states(h, y):
                 return LRUState(y.astype(dtype), jnp.real(h).astype(dtype),

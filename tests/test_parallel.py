@@ -20,7 +20,7 @@ from hypothesis import strategies as st
 
 import jaxrnn as jr
 from jaxrnn import LRUCell, LRUState, MinGRUCell, MinLSTMCell, _parallel
-from jaxrnn._parallel_cells import g, log_g
+from jaxrnn._parallel_cells import g, log_g, normalized_gates
 from tests._reference import python_loop
 
 B, T, F, H = 5, 6, 4, 3
@@ -126,7 +126,7 @@ def test_parallel_equals_sequential(name, flags):
     _check_equal(CELLS[name](), **FLAGS[flags])
 
 
-@pytest.mark.parametrize("name", ["mingru", "lru"])
+@pytest.mark.parametrize("name", ["mingru", "minlstm", "lru"])
 @pytest.mark.parametrize("chunk, return_sequences", [(3, True), (4, False)])  # T=6
 def test_chunked_sequences_equal_sequential(monkeypatch, name, chunk, return_sequences):
     """Long sequences run in chunks on CPU: chunk boundaries and a shorter tail change
@@ -323,6 +323,39 @@ def test_minlstm_one_step_matches_paper():
         np.testing.assert_allclose(np.asarray(out), want, rtol=1e-5, atol=1e-6)
 
 
+def test_normalized_gates_exact_everywhere():
+    """minLSTM's f / (f + i) and i / (f + i) against float64 log-space math, from ordinary
+    pre-activations to ones where both sigmoids underflow in float32; gradients against the
+    float64 derivative of the textbook formula."""
+    grid = np.array([-300.0, -120.0, -95.0, -88.0, -40.0, -17.0, -3.0, -0.5, 0.0, 0.7, 4.0,
+                     20.0, 90.0, 300.0])
+    kf, ki = (a.ravel() for a in np.meshgrid(grid, grid))
+
+    def ref(kf, ki):  # log sigmoid(k) = -logaddexp(0, -k), float64
+        lf, li = -np.logaddexp(0, -kf), -np.logaddexp(0, -ki)
+        return np.exp(lf - np.logaddexp(lf, li)), np.exp(li - np.logaddexp(lf, li))
+
+    f, i = normalized_gates(jnp.asarray(kf, jnp.float32), jnp.asarray(ki, jnp.float32))
+    want_f, want_i = ref(kf, ki)
+    np.testing.assert_allclose(np.asarray(f), want_f, rtol=2e-6, atol=1e-37)
+    np.testing.assert_allclose(np.asarray(i), want_i, rtol=2e-6, atol=1e-37)
+    # d f'/dk_f = f' i' (1 - f), d f'/dk_i = -f' i' (1 - i); i' mirrors f'.
+    k = np.random.default_rng(5).normal(size=(2, 50)) * 6
+    (jf, ji) = jax.jacfwd(lambda a, b: normalized_gates(a, b)[0], (0, 1))(
+        jnp.asarray(k[0], jnp.float32), jnp.asarray(k[1], jnp.float32))
+    wf, wi = ref(k[0], k[1])
+    np.testing.assert_allclose(np.diag(np.asarray(jf)), wf * wi * _np_sigmoid(-k[0]),
+                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.diag(np.asarray(ji)), -wf * wi * _np_sigmoid(-k[1]),
+                               rtol=1e-5, atol=1e-7)
+    gi = jax.grad(lambda a, b: jnp.sum(normalized_gates(a, b)[1]), (0, 1))(
+        jnp.asarray(k[0], jnp.float32), jnp.asarray(k[1], jnp.float32))
+    np.testing.assert_allclose(np.asarray(gi[0]), -wf * wi * _np_sigmoid(-k[0]), rtol=1e-5,
+                               atol=1e-7)
+    np.testing.assert_allclose(np.asarray(gi[1]), wf * wi * _np_sigmoid(-k[1]), rtol=1e-5,
+                               atol=1e-7)
+
+
 def test_lru_one_step_matches_paper():
     """Orvieto et al. (2023): lambda = exp(-exp(nu) + i exp(theta)), h = lambda h +
     gamma B x, y = Re(C h) + D x, with B [N, H] and C [H, N] as in the paper's code."""
@@ -399,6 +432,33 @@ def test_linear_scan_both_solvers_and_gradients(solver):
     _close(jax.grad(loss(log_scan), (0, 1, 2))(jnp.log(a), jnp.log(jnp.abs(b)), h0), want_log,
            rtol=1e-4)
     _close(jax.grad(loss(scan), (0, 1, 2))(ca, cb, h0.astype(jnp.complex64)), want_c)
+
+
+@pytest.mark.parametrize("solver", _parallel.SOLVERS)
+@pytest.mark.parametrize("a_shape", [(1, 1, 3), (1, 2, 3)])
+@pytest.mark.parametrize("t", [1, 5])
+def test_linear_scan_step_invariant_a(solver, a_shape, t):
+    """An `a` shared by every step (the LRU's lambda) is never broadcast over T; it gives
+    what the broadcast array gives, and its gradient is the broadcast one summed."""
+    k = jax.random.split(jax.random.key(13), 4)
+    a = jax.lax.complex(jax.random.uniform(k[0], a_shape, minval=0.2, maxval=0.9),
+                        jax.random.uniform(k[1], a_shape, minval=-0.3, maxval=0.3))
+    b = jax.lax.complex(*jax.random.normal(k[2], (2, t, 2, 3)))
+    h0 = jax.lax.complex(*jax.random.normal(k[3], (2, 2, 3)))
+
+    def loss(a, b, h0):
+        h = _parallel.linear_scan(a, b, h0, False, solver)
+        return jnp.sum(jnp.abs(h) ** 2 * jnp.arange(1.0, t + 1.0)[:, None, None])
+
+    full = jnp.broadcast_to(a, b.shape)
+    want = jax.grad(loss, (0, 1, 2))(full, b, h0)
+    got = jax.grad(loss, (0, 1, 2))(a, b, h0)
+    _close(_parallel.linear_scan(a, b, h0, False, solver),
+           _parallel.linear_scan(full, b, h0, False, solver))
+    assert got[0].shape == a_shape
+    axes = tuple(i for i, n in enumerate(a_shape) if n == 1 and b.shape[i] != 1)
+    _close(got[0], jnp.sum(want[0], axis=axes, keepdims=True))
+    _close(got[1:], want[1:])
 
 
 # ----------------------------------------------------------------------------- config, errors
