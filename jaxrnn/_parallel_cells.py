@@ -524,16 +524,21 @@ class LRUCell(RNNCellBase):
             x = self._drop(xs, dropout).astype(real)
             lam_re, lam_im = self._eigenvalues(params)
             a = jax.lax.complex(lam_re, lam_im)[None, None, :]  # [1, 1, N]: every step's
-            # gamma * (x @ B) as two real products: cheaper on [T, B, *] arrays than one
-            # product with [B_re | B_im] split afterwards (strided copies).
+            # gamma * (x @ B) as one real product with B's real and imaginary columns
+            # interleaved: its [T, B, 2N] result is read pairwise into complex numbers.
+            n = self.n
             gamma = jnp.exp(params["gamma_log"])[None, None, :]
-            b = jax.lax.complex(_dense(x, params["B_re"]) * gamma,
-                                _dense(x, params["B_im"]) * gamma)  # [T, B, N]
+            b_int = jnp.stack([params["B_re"], params["B_im"]], axis=-1).reshape(-1, 2 * n)
+            bu = _dense(x, b_int).reshape(x.shape[:-1] + (n, 2))
+            b = jax.lax.complex(bu[..., 0] * gamma, bu[..., 1] * gamma)  # [T, B, N]
             _, h_re, h_im = states
             h0 = jax.lax.complex(h_re.astype(real), h_im.astype(real))
+            # Re(h @ C) = [Re h, Im h] @ [C_re; -C_im], rows interleaved like h's memory.
+            c_int = jnp.stack([params["C_re"], -params["C_im"]], axis=1).reshape(2 * n, -1)
 
             def readout(h):
-                y = _dense(jnp.real(h), params["C_re"]) - _dense(jnp.imag(h), params["C_im"])
+                h_int = jnp.stack([jnp.real(h), jnp.imag(h)], axis=-1)
+                y = _dense(h_int.reshape(h.shape[:-1] + (2 * n,)), c_int)
                 return (y + params["D"][None, None, :] * x).astype(dtype)
 
             def final_states(h, y):
