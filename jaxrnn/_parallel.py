@@ -177,10 +177,17 @@ def _linear_scan_fwd(a, b, h0, log_space, solver):
 
 def _linear_scan_bwd(log_space, solver, res, dh):
     a, log_b, h, h0 = res
-    # The adjoint runs backwards with a_{t+1} at step t (a_T = 0: it starts from zero); a
-    # step-invariant a needs no shift.
-    a_next = a if a.shape[0] == 1 else jnp.concatenate([a[1:], jnp.zeros_like(a[:1])], axis=0)
-    g = _recur(a_next, dh.astype(h.dtype), jnp.zeros_like(h[0]), solver, reverse=True)
+    dh = dh.astype(h.dtype)
+    if solver == "sequential" and a.shape[0] != 1:
+        # g_t = dh_t + a_{t+1} g_{t+1}: carry a_{t+1} g_{t+1} instead of shifting a.
+        def body(carry, a_dh):
+            g_t = a_dh[1] + carry
+            return a_dh[0] * g_t, g_t
+
+        g = lax.scan(body, jnp.zeros_like(h[0]), (a, dh), reverse=True)[1]
+    else:  # a_{t+1} at step t (a_T = 0: it starts from zero); an invariant a needs no shift
+        a_next = a if a.shape[0] == 1 else jnp.concatenate([a[1:], jnp.zeros_like(a[:1])])
+        g = _recur(a_next, dh, jnp.zeros_like(h[0]), solver, reverse=True)
     h_prev = jnp.concatenate([h0.astype(h.dtype)[None], h[:-1]], axis=0)
     da, db = g * h_prev, g
     if a.shape != da.shape:  # an `a` shared by steps (or batch rows) gets their sum
