@@ -31,7 +31,8 @@ All the work that depends on the inputs (projections, gates, readout) runs as a 
 operations over [T, B, *] arrays; only the elementwise recurrence itself is a scan, solved by
 `linear_scan` with a hand-written backward pass (the adjoint is another linear recurrence).
 Its solver is `jax.lax.associative_scan` (O(log T) depth) except on CPU, where a `lax.scan`
-over the precomputed coefficients is faster (see `SOLVER`).
+over the precomputed coefficients is faster (see `SOLVER`); there long sequences run in
+chunks that the backward pass recomputes from their initial states (see `CHUNK`).
 """
 
 from __future__ import annotations
@@ -106,27 +107,19 @@ def _combine_log(earlier, later):
     return la1 + la2, jnp.logaddexp(la2 + lb1, lb2)
 
 
-
-
 def _recur(a: Array, b: Array, h0: Array, solver: str, *, reverse: bool = False) -> Array:
     """``h_t = a_t h_{t-1} + b_t`` along axis 0 from `h0` (from the end if `reverse`).
 
     `a` is [T, ...] like `b`, or [1, ...]: the same coefficient at every step."""
     if solver == "sequential":
-        if a.shape[0] == 1:  # the same a at every step
-            a0 = a[0]
 
-            def body(h, b_t):
-                h = a0 * h + b_t
-                return h, h
-
-            return lax.scan(body, h0, b, reverse=reverse)[1]
-
-        def body2(h, ab):
+        def body(h, ab):
             h = ab[0] * h + ab[1]
             return h, h
 
-        return lax.scan(body2, h0, (a, b), reverse=reverse)[1]
+        if a.shape[0] == 1:  # the same a at every step: not an input of the loop
+            return lax.scan(lambda h, b_t: body(h, (a[0], b_t)), h0, b, reverse=reverse)[1]
+        return lax.scan(body, h0, (a, b), reverse=reverse)[1]
     a = jnp.broadcast_to(a, b.shape)
     end = -1 if reverse else 0
     b = b.at[end].add(a[end] * h0)  # fold h0 into the first processed step
