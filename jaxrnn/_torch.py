@@ -226,7 +226,7 @@ def _torch_tensor(a: Any):
     torch = _import_torch()
     a = jnp.asarray(a)
     if a.dtype == jnp.bfloat16:
-        return torch.from_numpy(np.asarray(a.astype(jnp.float32))).to(torch.bfloat16)
+        return torch.from_numpy(np.array(a.astype(jnp.float32))).to(torch.bfloat16)
     return torch.from_numpy(np.array(a))
 
 
