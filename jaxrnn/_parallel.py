@@ -57,7 +57,7 @@ class LinearRecurrence(NamedTuple):
     """
 
     a: Array  # [T, B, N] coefficients a_t (log a_t when log_space), real or complex;
-    # or [1, B or 1, N]: the same for every step (the LRU's lambda), never broadcast over T
+    # or [1, B or 1, N]: the same for every step (the LRU's lambda; a mask broadcasts it)
     b: Array  # [T, B, N] input terms b_t (log b_t when log_space), same dtype as a
     h0: Array  # [B, N] the state before the first step (any sign, also in log space)
     readout: Callable[[Array], Array]  # h [T, B, N] -> outputs [T, B, H], right at real steps

@@ -50,29 +50,36 @@ def log_g(x: Array) -> Array:
 @jax.custom_jvp
 def normalized_gates(k_f: Array, k_i: Array) -> tuple[Array, Array]:
     """minLSTM's gates ``f / (f + i)`` and ``i / (f + i)``, ``f = sigmoid(k_f)``,
-    ``i = sigmoid(k_i)``: exact for any pre-activations, with three exps and one division.
+    ``i = sigmoid(k_i)``, for any pre-activations (infinities included), with three exps
+    and one division.
 
     With ``s = max(0, -k_f, -k_i)``, ``w = exp(-s)``, ``u = exp(-k_f - s)``,
-    ``v = exp(-k_i - s)`` (all in (0, 1], one of them 1): ``f = w / (w + u)``,
-    ``i = w / (w + v)``, so ``f / (f + i) = (w + v) / (2w + u + v)`` -- no overflow, no 0/0
-    even where both sigmoids underflow, and a small ``i'`` keeps its relative precision.
-    Its derivative, ``d f' = f' i' ((1 - f) dk_f - (1 - i) dk_i) = -d i'``, reuses the exps.
+    ``v = exp(-k_i - s)`` (all in [0, 1], one of them 1): ``f = w / (w + u)``,
+    ``i = w / (w + v)``, so ``f / (f + i) = (w + v) / (2w + u + v)`` -- no overflow and no
+    0/0 even where both sigmoids underflow, and a small ``i'`` keeps its relative precision.
+    The derivative, ``d f' = f' i' ((1 - f) dk_f - (1 - i) dk_i) = -d i'``, is computed as
+    ``((w + v) u dk_f - (w + u) v dk_i) / (2w + u + v)^2``: no division that can underflow
+    to 0/0. Pre-activations are clipped to a quarter of the dtype's largest value, so that
+    ``+-inf`` gives the limits (0 or 1) instead of ``inf - inf``.
     """
     return _normalized_gates(k_f, k_i)[0]
 
 
 def _normalized_gates(k_f, k_i):
+    big = jnp.finfo(jnp.result_type(k_f, k_i)).max / 4
+    k_f, k_i = jnp.clip(k_f, -big, big), jnp.clip(k_i, -big, big)
     s = -jnp.minimum(jnp.minimum(k_f, k_i), 0)
     w, u, v = jnp.exp(-s), jnp.exp(-k_f - s), jnp.exp(-k_i - s)
     inv = 1 / (2 * w + u + v)
-    return ((w + v) * inv, (w + u) * inv), (w, u, v)
+    return ((w + v) * inv, (w + u) * inv), (u, v, inv)
 
 
 @normalized_gates.defjvp
 def _normalized_gates_jvp(primals, tangents):
-    (f, i), (w, u, v) = _normalized_gates(*primals)
+    (f, i), (u, v, inv) = _normalized_gates(*primals)
     dk_f, dk_i = tangents
-    df = f * i * (u / (w + u) * dk_f - v / (w + v) * dk_i)
+    # f' i' (1 - f) = (w + v) u inv^2 = f' u inv, and f' i' (1 - i) = i' v inv.
+    df = inv * (f * u * dk_f - i * v * dk_i)
     return (f, i), (df, -df)
 
 

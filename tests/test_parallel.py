@@ -354,6 +354,18 @@ def test_normalized_gates_exact_everywhere():
                                atol=1e-7)
     np.testing.assert_allclose(np.asarray(gi[1]), wf * wi * _np_sigmoid(-k[1]), rtol=1e-5,
                                atol=1e-7)
+    # Finite gradients where one gate underflows and the other does not (float16 from |k| ~ 17
+    # on), and the limits at +-inf.
+    for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
+        a, b = jnp.asarray(kf, dtype), jnp.asarray(ki, dtype)
+        grads = jax.grad(lambda a, b: jnp.sum(normalized_gates(a, b)[0] * 3.0
+                                              + normalized_gates(a, b)[1]), (0, 1))(a, b)
+        assert all(bool(jnp.all(jnp.isfinite(g_))) for g_ in grads), dtype
+    inf = jnp.inf
+    f, i = normalized_gates(jnp.array([-inf, inf, 0.0, -inf]), jnp.array([0.0, -inf, inf, -inf]))
+    # sigmoid(0) = 1/2 against sigmoid(inf) = 1 gives 1/3 and 2/3.
+    np.testing.assert_allclose(np.asarray(f), [0.0, 1.0, 1 / 3, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(np.asarray(i), [1.0, 0.0, 2 / 3, 0.5], rtol=1e-6)
 
 
 def test_lru_one_step_matches_paper():
