@@ -1,11 +1,10 @@
 """Smoke tests for the runnable examples, each with tiny settings (they run, and their metrics
-make sense), and for the README's code blocks."""
+make sense). The README's code blocks run in test_docs.py, with the docs pages'."""
 
 import importlib.util
 import json
 import math
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
@@ -42,16 +41,6 @@ def test_train_lstm_default_run_learns():
     """The README's main job: the default settings beat the persistence baseline clearly."""
     metrics = _load_example("train_lstm").main(["--log-every", "0"])
     assert metrics["test_mse"] < 0.25 * metrics["baseline_mse"], metrics
-
-
-def test_readme_python_blocks_run():
-    """Runs README.md's ```python blocks in order, in one namespace, as a reader would."""
-    text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S)
-    assert blocks, "README.md has no ```python blocks"
-    namespace = {"__name__": "readme"}
-    for i, block in enumerate(blocks):
-        exec(compile(block, f"README.md[python block {i}]", "exec"), namespace)
 
 
 def test_char_lm_runs(tmp_path, capsys):
