@@ -134,4 +134,6 @@ def test_long_sequences_example_smoke(capsys):
     for model in ("lstm", "mingru"):
         assert math.isfinite(metrics[model]["test_mse"]), metrics
         assert metrics[model]["train_seconds"] > 0
-    assert "MinGRU" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "MinGRU" in out and "total wall time" in out
+    assert metrics["total_seconds"] >= sum(metrics[m]["train_seconds"] for m in ("lstm", "mingru"))
