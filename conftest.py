@@ -10,6 +10,8 @@ import os
 # Must run before anything imports keras (test modules, doctests, pytest plugins, xdist
 # workers).
 os.environ.setdefault("KERAS_BACKEND", "jax")
+# Compile without LLVM optimizations unless told otherwise (see below).
+os.environ.setdefault("JAX_DISABLE_MOST_OPTIMIZATIONS", "1")
 
 import jax
 import pytest
@@ -18,6 +20,18 @@ import pytest
 # into an error, in the tests and the doctests alike, as Equinox does. Everything else
 # keeps JAX's defaults (float32, no x64).
 jax.config.update("jax_numpy_rank_promotion", "raise")
+
+# The suite's cost is almost all XLA compilation of tiny programs that then run for
+# microseconds. jax_disable_most_optimizations turns off LLVM's optimization of the
+# generated CPU code only (XLA's HLO passes, so fusion, buffer assignment and
+# memory_analysis, are unchanged); it halves the compile time of the suite. The
+# environment variable (set above, before jax is imported) also reaches the tests'
+# subprocesses. Run with JAX_DISABLE_MOST_OPTIMIZATIONS=0 to test under the optimizing
+# backend instead.
+jax.config.update(
+    "jax_disable_most_optimizations",
+    os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"].lower() in ("1", "true", "t", "yes", "y", "on"),
+)
 
 
 # Doctests of the interop modules need their optional libraries; skip them (rather than
