@@ -12,6 +12,11 @@ go through Keras as ONE call on a batch that stacks the four cases (samples are 
 an all-True mask is exactly the no-mask computation in Keras's scan path); on the jaxrnn side the
 mask cases stay separate calls (mask=None really is None), traced together into one jitted
 function per layer with the layer closed over, so each configuration compiles once.
+
+The default run takes a covering sample of each flag matrix (tests/_sampling.py: every value
+of every flag meets every value of every other flag in at least one item, e.g. 12 of the 192
+items of `test_matrix`); the other items carry the ``slow`` marker and run with ``pytest -m
+slow`` (as .ci/run does), so the default and the slow run together cover every combination.
 """
 
 import functools
@@ -26,6 +31,7 @@ import numpy as np
 import pytest
 
 import jaxrnn as jr
+from tests._sampling import sampled
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 keras = pytest.importorskip("keras")
@@ -158,8 +164,9 @@ def _param_shapes(tree):
 
 
 def _check_init_matches(layer, params):
-    """jaxrnn's own init gives Keras's weight names and shapes (same nesting)."""
-    own = layer.init(jax.random.PRNGKey(0), (B, T, F))
+    """jaxrnn's own init gives Keras's weight names and shapes (same nesting). Abstractly
+    evaluated: running the initializers would compile each of them for each new shape."""
+    own = jax.eval_shape(lambda k: layer.init(k, (B, T, F)), jax.random.PRNGKey(0))
     assert _param_shapes(own) == _param_shapes(params)
 
 
@@ -247,7 +254,7 @@ def _run_cases(call, params, x, init, expected, cases, what="", flatten=False):
 # --------------------------------------------------------------------------------------------
 # The full matrix: cell kind x return_sequences x return_state x go_backwards x
 # zero_output_for_mask x unroll (192 test items), each over the four mask cases: 4 * 2**4 * 3 * 4
-# = 768 combinations.
+# = 768 combinations. The default run takes the 12-item pairwise sample; the rest are slow.
 
 
 class _Ref:
@@ -288,7 +295,7 @@ def _matrix_id(p):
 
 
 @pytest.mark.parametrize(
-    "kind,rs,rstate,gb,zof,unroll", MATRIX, ids=[_matrix_id(p) for p in MATRIX]
+    "kind,rs,rstate,gb,zof,unroll", sampled(MATRIX, [_matrix_id(p) for p in MATRIX])
 )
 def test_matrix(kind, rs, rstate, gb, zof, unroll):
     ref = _matrix_ref(kind, rs, rstate, gb, zof)
@@ -347,8 +354,10 @@ def _stack_ref(name, rs, gb, zof):
 
 @pytest.mark.parametrize(
     "name,rs,gb,zof,unroll",
-    STACKED,
-    ids=[f"{n}-rs{int(rs)}-back{int(gb)}-zof{int(z)}-unroll{u}" for n, rs, gb, z, u in STACKED],
+    sampled(
+        STACKED,
+        [f"{n}-rs{int(rs)}-back{int(gb)}-zof{int(z)}-unroll{u}" for n, rs, gb, z, u in STACKED],
+    ),
 )
 def test_stacked(name, rs, gb, zof, unroll):
     # Keras returns (output, [states of cell 0], [states of cell 1], ...) for a stack, a list
@@ -437,10 +446,18 @@ SHORTHAND_LAYER_KW = {
     "state-zof": dict(return_state=True, zero_output_for_mask=True),
 }
 SHORTHAND_CASES = ("none", "right", "holes")
+SHORTHAND_ITEMS = list(itertools.product(SHORTHANDS, SHORTHAND_LAYER_KW))
+# By default, a Latin square: each class's three cell configurations meet its three layer
+# configurations once each (shifted per class, so each configuration name meets each too).
+_SHORTHAND_SAMPLE = [
+    (name, list(SHORTHAND_LAYER_KW)[(i + i // 3) % 3]) for i, name in enumerate(SHORTHANDS)
+]
 
 
-@pytest.mark.parametrize("layer_kw", SHORTHAND_LAYER_KW)
-@pytest.mark.parametrize("name", SHORTHANDS)
+@pytest.mark.parametrize(
+    "name,layer_kw",
+    sampled(SHORTHAND_ITEMS, [f"{n}-{k}" for n, k in SHORTHAND_ITEMS], _SHORTHAND_SAMPLE),
+)
 def test_shorthand(name, layer_kw):
     cls, cell_kw = SHORTHANDS[name]
     kw = {**cell_kw, **SHORTHAND_LAYER_KW[layer_kw]}
@@ -466,7 +483,7 @@ BIDI_CASES = ("none", "right", "holes")
 
 
 @pytest.mark.parametrize(
-    "merge_mode,rs,rstate", BIDI, ids=[f"{m}-rs{int(rs)}-state{int(st)}" for m, rs, st in BIDI]
+    "merge_mode,rs,rstate", sampled(BIDI, [f"{m}-rs{int(rs)}-state{int(st)}" for m, rs, st in BIDI])
 )
 def test_bidirectional(merge_mode, rs, rstate):
     rng = _rng("bidi", merge_mode, rs, rstate)
@@ -509,7 +526,7 @@ STATEFUL = list(itertools.product(("LSTM", "GRU", "SimpleRNN"), (False, True), (
 
 
 @pytest.mark.parametrize(
-    "cls,rs,masked", STATEFUL, ids=[f"{c}-rs{int(rs)}-mask{int(m)}" for c, rs, m in STATEFUL]
+    "cls,rs,masked", sampled(STATEFUL, [f"{c}-rs{int(rs)}-mask{int(m)}" for c, rs, m in STATEFUL])
 )
 def test_stateful(cls, rs, masked):
     rng = _rng("stateful", cls, rs, masked)
@@ -592,10 +609,12 @@ def test_config_round_trip(name):
     params = layer.init(jax.random.PRNGKey(1), (B, T, F))
     x = jnp.asarray(_x("config"))
     mask = jnp.asarray(MASK_CASES["holes"][0])
-    want = _to_numpy(layer(params, x, mask=mask))
-    for copy in copies:
+    # The layer and its copies in one compiled call (one compilation, not one per layer).
+    want, *gots = _to_numpy(
+        jax.jit(lambda p, x, m: [l(p, x, mask=m) for l in (layer, *copies)])(params, x, mask)
+    )
+    for copy, got in zip(copies, gots):
         assert json.loads(json.dumps(copy.get_config())) == json.loads(text)
-        got = _to_numpy(copy(params, x, mask=mask))
         assert len(jax.tree_util.tree_leaves(got)) == len(jax.tree_util.tree_leaves(want))
         for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want)):
             np.testing.assert_array_equal(g, w)
