@@ -4,6 +4,7 @@ Cells hold hyperparameters; their arrays live in a params pytree the caller owns
 The `RNN` layer runs a cell over time with one `jax.lax.scan`.
 """
 
+from jaxrnn._cells import Cell as Cell
 from jaxrnn._cells import GRUCell as GRUCell
 from jaxrnn._cells import LSTMCell as LSTMCell
 from jaxrnn._cells import LSTMState as LSTMState
@@ -36,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Bidirectional",
+    "Cell",
     "GRU",
     "GRUCell",
     "LSTM",
