@@ -4,7 +4,8 @@ Times one training step, ``jax.jit(jax.value_and_grad(loss))`` with ``loss = mea
 over the whole output sequence, for each engine and sequence length T, and reports the
 median wall time, the speedup of the parallel mode over the sequential one, and the step's
 peak memory as XLA's compiled ``memory_analysis()`` estimates it (arguments + outputs +
-temporaries). Results go to ``benchmarks/results/bench_parallel.json``.
+temporaries). Results go to ``outputs/bench/bench_parallel.json`` (untracked: git ignores
+``outputs/``); ``--out benchmarks/results/bench_parallel.json`` replaces the committed ones.
 
 The cells: ``MinGRUCell``/``MinLSTMCell`` (log-space, the default) and ``LRUCell`` in
 ``parallel=True`` mode with the backend's default solver ("parallel"; on CPU the
@@ -34,7 +35,8 @@ import jax.numpy as jnp
 import jaxrnn as jr
 from jaxrnn import LRUCell, MinGRUCell, MinLSTMCell, _parallel
 
-RESULTS = Path(__file__).resolve().parent / "results"
+# Untracked by default: outputs/ is in .gitignore. benchmarks/results/ holds committed runs.
+DEFAULT_OUT = Path(__file__).resolve().parent.parent / "outputs" / "bench" / "bench_parallel.json"
 
 CELLS = {
     "mingru": lambda h: MinGRUCell(h),
@@ -60,8 +62,9 @@ def _parse(argv):
     p.add_argument("--associative", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the parallel mode with the associative_scan solver "
                         "(the default solver off CPU)")
-    p.add_argument("--out", type=str, default=str(RESULTS / "bench_parallel.json"),
-                   help="JSON output path ('' to skip writing)")
+    p.add_argument("--out", type=str, default=str(DEFAULT_OUT),
+                   help="JSON output path (default: outputs/bench/bench_parallel.json, "
+                        "untracked; '' to skip writing)")
     return p.parse_args(argv)
 
 
@@ -108,8 +111,10 @@ def time_case(cell, parallel, b, t, f, args) -> dict:
                                                 else p / 2**20)}
 
 
-def _fmt(v, spec):
-    return "-" if v is None else format(v, spec)
+def _fmt(v, spec, suffix=""):
+    if v is None:  # right-aligned like the numbers, suffix included
+        return "-".rjust(len(format(0.0, spec)) + len(suffix))
+    return format(v, spec) + suffix
 
 
 def main(argv=None) -> dict:
@@ -145,8 +150,8 @@ def main(argv=None) -> dict:
         return None
 
     summary = []
-    print(f"\nTraining step, B={b}, F={f}, H={h}, median ms; speedup = sequential / parallel; "
-          "vs LSTM = LSTM / parallel")
+    print(f"\nTraining step, B={b}, F={f}, H={h}, median ms; speedup = sequential / parallel "
+          "and vs LSTM = LSTM / parallel: above 1, the parallel mode is faster")
     print(f"{'cell':8s} {'T':>6s} {'parallel':>10s} {'par-assoc':>10s} {'sequential':>11s} "
           f"{'speedup':>8s} {'LSTM':>9s} {'vs LSTM':>8s}")
     for name in [c for c in args.cells if c != "lstm"]:
@@ -162,8 +167,8 @@ def main(argv=None) -> dict:
             summary.append(s)
             print(f"{name:8s} {t:6d} {_fmt(par, '10.2f')} {_fmt(assoc, '10.2f')} "
                   f"{_fmt(seq, '11.2f')} "
-                  f"{_fmt(s['speedup'], '7.1f')}x {_fmt(lstm, '9.2f')} "
-                  f"{_fmt(s['speedup_vs_lstm'], '7.1f')}x")
+                  f"{_fmt(s['speedup'], '7.1f', 'x')} {_fmt(lstm, '9.2f')} "
+                  f"{_fmt(s['speedup_vs_lstm'], '7.1f', 'x')}")
     result = {
         "benchmark": "bench_parallel",
         "config": {"batch": b, "features": f, "units": h, "seq_lens": args.seq_lens},

@@ -1,15 +1,19 @@
 """Runs the side-by-side RNN benchmark: ``python benchmarks/run.py [--quick]``.
 
 Prints a table of median milliseconds per implementation, the ratio jaxrnn / best rival
-(jaxrnn's own generic scan, ``jaxrnn-scan``, is shown as a baseline, not a rival), compile
-times and achieved GFLOP/s against a measured matmul roof; writes ``results.json`` and
-``results.png`` to ``--out`` (default ``benchmarks/results``). Rivals that are not installed
-are skipped with a note. If ``benchmarks/bench_parallel.py`` exists, its ``main(argv)`` runs
-afterwards with the same arguments.
+(below 1: jaxrnn is faster; jaxrnn's own generic scan, ``jaxrnn-scan``, is shown as a
+baseline, not a rival), compile times and achieved GFLOP/s against a measured matmul roof;
+writes ``results.json``, ``table.md`` and ``results.png`` to ``--out``: by default
+``outputs/bench/`` (git ignores ``outputs/``), so that a run never overwrites the committed
+results in ``benchmarks/results/``; pass ``--out benchmarks/results`` to replace them on
+purpose. Rivals that are not installed are skipped with a note. If
+``benchmarks/bench_parallel.py`` exists, its ``main(argv)`` runs afterwards and writes its
+JSON to the same folder.
 
 Examples:
   python benchmarks/run.py --quick
   python benchmarks/run.py --shapes 8,256,32,128 64,128,64,256 --kinds lstm --modes train
+  python benchmarks/run.py --out benchmarks/results     # refresh the committed results
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+# Untracked by default: outputs/ is in .gitignore. benchmarks/results/ holds committed runs.
+DEFAULT_OUT = HERE.parent / "outputs" / "bench"
+RATIO_NOTE = "ratio = {ours} / best rival, in median ms: below 1, {ours} is faster"
 sys.path.insert(0, str(HERE))
 sys.path.insert(1, str(HERE.parent))  # run from a checkout without installing jaxrnn
 
@@ -49,7 +56,9 @@ def parse(argv):
     p.add_argument("--rounds", type=int, default=None, help="timing rounds per case")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of timing per case before rounds stop early")
-    p.add_argument("--out", default=str(HERE / "results"), help="output folder")
+    p.add_argument("--out", default=str(DEFAULT_OUT),
+                   help="output folder (default: outputs/bench, untracked; "
+                        "'benchmarks/results' replaces the committed results)")
     p.add_argument("--no-plot", action="store_true")
     p.add_argument("--parallel-args", default=None,
                    help="arguments for benchmarks/bench_parallel.py's main (a quoted string); "
@@ -66,7 +75,8 @@ def _fmt(x, spec="7.1f"):
 def table(results: list[dict], impls: list[str], roof: float) -> str:
     """A Markdown table: median ms per implementation, ratio, GFLOP/s and roof fraction."""
     shown = [n for n in impls if any("median_ms" in r["impls"].get(n, {}) for r in results)]
-    head = ["case"] + shown + ["ratio (best rival)", f"{br.OURS} GFLOP/s (% roof)",
+    head = ["case"] + shown + [f"ratio (best rival; < 1: {br.OURS} faster)",
+                               f"{br.OURS} GFLOP/s (% roof)",
                                f"{br.OURS} compile s"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
@@ -140,6 +150,7 @@ def main(argv=None) -> int:
     roofs = [br.matmul_roof()]
     print(f"matmul roof: {roofs[0]:.1f} GFLOP/s (float32 1536^3 in JAX, best of 5)")
 
+    print(RATIO_NOTE.format(ours=br.OURS))
     results = []
     for mode in modes:
         for kind in kinds:
@@ -159,7 +170,7 @@ def main(argv=None) -> int:
     md = table(results, impls, roof)
     print()
     print(f"median ms; matmul roof {roof:.1f} GFLOP/s (best of start/end: "
-          f"{', '.join(f'{x:.1f}' for x in roofs)})")
+          f"{', '.join(f'{x:.1f}' for x in roofs)}); {RATIO_NOTE.format(ours=br.OURS)}")
     print(md)
     for s in skipped:
         print(f"skipped {s}")

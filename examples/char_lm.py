@@ -8,9 +8,13 @@ next character; the whole training step is one `jax.jit`-compiled function.
     python examples/char_lm.py                      # ~3 minutes on 2 CPU cores
     python examples/char_lm.py --steps 3000 --units 512 --seq-len 128   # a bigger run
 
-Prints a progress bar and the loss every --log-every steps, then the validation loss, writes
-a loss curve (outputs/char_lm_loss.png, if matplotlib is installed) and a checkpoint
-(outputs/char_lm.safetensors, with `jaxrnn.save`), and samples text from the model.
+One training loss is printed everywhere (progress bar, periodic lines, summary): the mean
+cross-entropy of the last --avg-steps training steps, in nats per character. The validation
+loss is the mean cross-entropy on held-out text (the last 5% of the corpus, never trained
+on), measured before training and every --log-every steps. Uniform guessing over the
+vocabulary scores log(96) ~ 4.56. The script writes both curves to a plot
+(outputs/char_lm_loss.png, if matplotlib is installed), saves a checkpoint
+(outputs/char_lm.safetensors, with `jaxrnn.save`) and samples text from the model.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import math
 import os
 import sys
 import time
+from collections import deque
 
 import jax
 import jax.numpy as jnp
@@ -88,11 +93,31 @@ def batches(data: np.ndarray, batch_size: int, seq_len: int, rng: np.random.Gene
         yield window[:, :-1], window[:, 1:]
 
 
-def progress(step: int, total: int, loss: float, rate: float, width: int = 30) -> None:
+def validation_windows(data: np.ndarray, n: int, seq_len: int):
+    """`n` fixed windows spread evenly over `data`: (inputs [n, T], targets [n, T]).
+
+    The same windows at every evaluation, so the validation curve moves only with the model.
+    """
+    if len(data) < seq_len + 2:
+        raise ValueError(
+            f"the held-out text has {len(data)} characters, fewer than --seq-len + 2 = "
+            f"{seq_len + 2}: raise --max-chars (or use 0 for the whole corpus) or lower "
+            "--seq-len")
+    starts = np.linspace(0, len(data) - seq_len - 1, n).astype(int)
+    window = np.stack([data[s:s + seq_len + 1] for s in starts])
+    return window[:, :-1], window[:, 1:]
+
+
+def progress(step: int, total: int, loss: float, window: int, rate: float,
+             width: int = 30) -> int:
+    """Draws the bar in place; returns the number of characters written."""
     done = int(width * step / total)
     bar = "#" * done + "." * (width - done)
-    sys.stdout.write(f"\r[{bar}] {step}/{total} loss {loss:.3f} {rate:.1f} step/s ")
+    line = (f"[{bar}] {step}/{total} train loss {loss:.3f} (last {window} steps) "
+            f"{rate:.1f} step/s ")
+    sys.stdout.write("\r" + line)
     sys.stdout.flush()
+    return len(line)
 
 
 @functools.partial(jax.jit, static_argnums=(0, 3, 5))
@@ -114,7 +139,10 @@ def sample(lstm, params, prompt_ids, n: int, key, temperature: float):
     return ids
 
 
-def save_plot(losses: list[tuple[int, float]], path: str) -> str | None:
+def save_plot(train: list[float], window: int, val: list[tuple[int, float]], uniform: float,
+              path: str) -> str | None:
+    """Plots the per-step and the averaged training loss, the validation loss and the
+    uniform-guess level; returns the path, or None without matplotlib."""
     try:
         import matplotlib
 
@@ -123,13 +151,31 @@ def save_plot(losses: list[tuple[int, float]], path: str) -> str | None:
     except ImportError:
         print("matplotlib is not installed: no loss curve (pip install matplotlib).")
         return None
-    steps, values = zip(*losses)
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot(steps, values)
-    ax.set_xlabel("step")
-    ax.set_ylabel("training loss (nats/char)")
-    ax.set_title("char_lm: LSTM on the stdlib's docstrings")
+    steps = np.arange(1, len(train) + 1)
+    cumsum = np.cumsum(np.concatenate([[0.0], train]))
+    lo = np.maximum(steps - window, 0)
+    averaged = (cumsum[steps] - cumsum[lo]) / (steps - lo)  # mean of the last `window` steps
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, train, color="tab:blue", alpha=0.25, lw=0.8, label="train loss, each step")
+    ax.plot(steps, averaged, color="tab:blue", lw=2,
+            label=f"train loss, mean of the last {window} steps")
+    if val:
+        v_steps, v_losses = zip(*val)
+        ax.plot(v_steps, v_losses, "o-", color="tab:orange", lw=2, ms=4,
+                label="validation loss (held-out 5% of the text)")
+    ax.axhline(uniform, color="gray", ls="--", lw=1,
+               label=f"uniform guess, log({len(CHARS)}) = {uniform:.2f}")
+    low = min(min(train), *(v for _, v in val)) if val else min(train)
+    bottom, top = max(0.0, low - 0.2), uniform + 0.4  # the first steps' spikes off the top
+    ax.set_ylim(bottom, top)
+    ax.set_xlim(0, len(train))
+    ax.set_xlabel("training step")
+    ax.set_ylabel("cross-entropy (nats/char)")
+    ax.set_title("char_lm: LSTM on the standard library's docstrings")
     ax.grid(alpha=0.3)
+    # Below the uniform-guess line, in the space the falling curves leave free.
+    ax.legend(loc="upper right", bbox_to_anchor=(1.0, (uniform - bottom) / (top - bottom) - 0.03),
+              fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -145,13 +191,24 @@ def parse_args(argv=None):
     p.add_argument("--embed", type=int, default=32)
     p.add_argument("--lr", type=float, default=3e-3)
     p.add_argument("--max-chars", type=int, default=0, help="truncate the corpus (0: all)")
-    p.add_argument("--log-every", type=int, default=100, help="print the loss every N steps")
+    p.add_argument("--log-every", type=int, default=100,
+                   help="print the losses and measure the validation loss every N steps "
+                        "(0: only before and after training)")
+    p.add_argument("--avg-steps", type=int, default=100,
+                   help="the printed train loss is the mean over this many last steps")
+    p.add_argument("--val-windows", type=int, default=128,
+                   help="held-out windows of --seq-len characters in each validation")
     p.add_argument("--sample-chars", type=int, default=300)
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--prompt", default="Return the ")
     p.add_argument("--out-dir", default="outputs", help="where the PNG and checkpoint go")
     p.add_argument("--seed", type=int, default=0)
-    return p.parse_args(argv)
+    args = p.parse_args(argv)
+    for name in ("steps", "batch_size", "seq_len", "units", "embed", "avg_steps",
+                 "val_windows"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1")
+    return args
 
 
 def main(argv=None) -> dict:
@@ -183,35 +240,49 @@ def main(argv=None) -> dict:
         updates, opt_state = opt.update(grads, opt_state, params)
         return optax.apply_updates(params, updates), opt_state, loss
 
+    val_inputs, val_targets = validation_windows(val, args.val_windows, args.seq_len)
+    eval_loss = jax.jit(loss_fn)
+
+    def validate(params):
+        return float(eval_loss(params, val_inputs, val_targets))
+
+    uniform = math.log(len(CHARS))
+    window = args.avg_steps
+    print(f"train loss: mean cross-entropy of the last {window} training steps; validation "
+          f"loss: on {args.val_windows} held-out windows of {args.seq_len} characters; "
+          f"nats/char, uniform guessing {uniform:.3f}")
+    val_losses = [(0, validate(params))]
+    print(f"step {0:5d}  validation loss {val_losses[0][1]:.3f}")
+
     rng = np.random.default_rng(args.seed)
     stream = batches(train, args.batch_size, args.seq_len, rng)
-    losses, recent = [], []
+    losses, recent = [], deque(maxlen=window)
     start = time.perf_counter()
-    first_loss = None
+    width = 0
     for step in range(1, args.steps + 1):
         inputs, targets = next(stream)
         params, opt_state, loss = train_step(params, opt_state, inputs, targets)
-        loss = float(loss)
-        first_loss = loss if first_loss is None else first_loss
-        losses.append((step, loss))
-        recent.append(loss)
-        progress(step, args.steps, loss, step / (time.perf_counter() - start))
-        if args.log_every and (step % args.log_every == 0 or step == args.steps):
-            sys.stdout.write(f"\rstep {step:5d}  loss {np.mean(recent):.3f}".ljust(60) + "\n")
-            recent = []
+        losses.append(float(loss))
+        recent.append(losses[-1])
+        train_loss = float(np.mean(recent))
+        width = progress(step, args.steps, train_loss, len(recent),
+                         step / (time.perf_counter() - start))
+        if args.log_every and step % args.log_every == 0 and step < args.steps:
+            val_losses.append((step, validate(params)))
+            line = (f"step {step:5d}  train loss {train_loss:.3f}  "
+                    f"validation loss {val_losses[-1][1]:.3f}")
+            sys.stdout.write("\r" + line.ljust(width) + "\n")
     sys.stdout.write("\n")
     seconds = time.perf_counter() - start
-
-    val_stream = batches(val, args.batch_size, args.seq_len, np.random.default_rng(1))
-    eval_loss = jax.jit(loss_fn)
-    val_loss = float(np.mean([eval_loss(params, *next(val_stream)) for _ in range(4)]))
-    train_loss = float(np.mean([v for _, v in losses[-max(1, args.steps // 10):]]))
-    print(f"trained {args.steps} steps in {seconds:.0f}s: train loss {first_loss:.3f} -> "
-          f"{train_loss:.3f}, validation loss {val_loss:.3f} nats/char "
-          f"(uniform guessing: {math.log(len(CHARS)):.3f})")
+    val_losses.append((args.steps, validate(params)))
+    val_loss = val_losses[-1][1]
+    print(f"trained {args.steps} steps in {seconds:.0f}s: train loss {train_loss:.3f} (mean of "
+          f"the last {len(recent)} steps), validation loss {val_losses[0][1]:.3f} -> "
+          f"{val_loss:.3f} nats/char (uniform guessing: {uniform:.3f})")
 
     os.makedirs(args.out_dir, exist_ok=True)
-    plot = save_plot(losses, os.path.join(args.out_dir, "char_lm_loss.png"))
+    plot = save_plot(losses, window, val_losses, uniform,
+                     os.path.join(args.out_dir, "char_lm_loss.png"))
     if plot:
         print(f"loss curve: {plot}")
     checkpoint = os.path.join(args.out_dir, "char_lm.safetensors")
@@ -227,8 +298,9 @@ def main(argv=None) -> dict:
                  jax.random.PRNGKey(args.seed + 1), args.temperature)
     text_out = prompt + "".join(CHARS[i] for i in np.asarray(ids))
     print(f"\n--- sample (temperature {args.temperature}) ---\n{text_out}\n---")
-    return {"steps": args.steps, "first_loss": first_loss, "train_loss": train_loss,
-            "val_loss": val_loss, "seconds": seconds, "sample": text_out, "plot": plot,
+    return {"steps": args.steps, "first_loss": losses[0], "train_loss": train_loss,
+            "train_losses": losses, "val_loss": val_loss, "val_losses": val_losses,
+            "seconds": seconds, "sample": text_out, "plot": plot,
             "checkpoint": checkpoint, "corpus_chars": len(text)}
 
 

@@ -1,5 +1,5 @@
 """Smoke tests for the runnable examples, each with tiny settings (they run, and their metrics
-make sense), and for the README's code blocks."""
+make sense). The README's code blocks run in test_docs.py, with the docs pages'."""
 
 import importlib.util
 import json
@@ -10,6 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,22 +45,13 @@ def test_train_lstm_default_run_learns():
     assert metrics["test_mse"] < 0.25 * metrics["baseline_mse"], metrics
 
 
-def test_readme_python_blocks_run():
-    """Runs README.md's ```python blocks in order, in one namespace, as a reader would."""
-    text = (ROOT / "README.md").read_text()
-    blocks = re.findall(r"^```python\n(.*?)^```", text, flags=re.M | re.S)
-    assert blocks, "README.md has no ```python blocks"
-    namespace = {"__name__": "readme"}
-    for i, block in enumerate(blocks):
-        exec(compile(block, f"README.md[python block {i}]", "exec"), namespace)
-
-
 def test_char_lm_runs(tmp_path, capsys):
     pytest.importorskip("optax")
     pytest.importorskip("safetensors")
     char_lm = _load_example("char_lm")
     argv = (f"--steps 4 --batch-size 2 --seq-len 8 --units 8 --embed 4 --max-chars 4000 "
-            f"--log-every 2 --sample-chars 12 --out-dir {tmp_path}")
+            f"--log-every 2 --avg-steps 2 --val-windows 3 --sample-chars 12 "
+            f"--out-dir {tmp_path}")
     metrics = char_lm.main(argv.split())
     assert metrics["steps"] == 4
     for name in ("first_loss", "train_loss", "val_loss"):
@@ -69,8 +61,27 @@ def test_char_lm_runs(tmp_path, capsys):
     assert Path(metrics["checkpoint"]).is_file()
     if metrics["plot"] is not None:
         assert Path(metrics["plot"]).is_file()
+    # Validation before training, at every --log-every steps and at the end.
+    assert [s for s, _ in metrics["val_losses"]] == [0, 2, 4]
+    assert metrics["val_loss"] == metrics["val_losses"][-1][1]
+    # One train loss everywhere: the mean of the last --avg-steps steps.
+    assert metrics["train_loss"] == pytest.approx(sum(metrics["train_losses"][-2:]) / 2)
     out = capsys.readouterr().out
-    assert "4/4" in out and "validation loss" in out and "--- sample" in out
+    bar = {int(s): v for s, v in re.findall(r"\] (\d+)/4 train loss (\S+) \(last \d+ steps\)", out)}
+    periodic = re.findall(r"step +(\d+)  train loss (\S+)  validation loss (\S+)", out)
+    summary = re.search(r"train loss (\S+) \(mean of the last 2 steps\), "
+                        r"validation loss \S+ -> (\S+) nats/char", out)
+    assert set(bar) == {1, 2, 3, 4} and periodic and summary, out
+    assert [(int(s), t) for s, t, _ in periodic] == [(2, bar[2])]
+    assert summary[1] == bar[4] == f"{metrics['train_loss']:.3f}"
+    assert summary[2] == f"{metrics['val_loss']:.3f}"
+    assert "--- sample" in out
+
+
+def test_char_lm_refuses_held_out_text_shorter_than_a_window():
+    char_lm = _load_example("char_lm")
+    with pytest.raises(ValueError, match="--max-chars"):
+        char_lm.validation_windows(np.zeros(5, np.int32), 3, seq_len=8)
 
 
 def test_char_lm_corpus_is_deterministic():
@@ -123,4 +134,6 @@ def test_long_sequences_example_smoke(capsys):
     for model in ("lstm", "mingru"):
         assert math.isfinite(metrics[model]["test_mse"]), metrics
         assert metrics[model]["train_seconds"] > 0
-    assert "MinGRU" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "MinGRU" in out and "total wall time" in out
+    assert metrics["total_seconds"] >= sum(metrics[m]["train_seconds"] for m in ("lstm", "mingru"))

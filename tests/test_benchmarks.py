@@ -1,0 +1,60 @@
+"""The benchmark scripts: by default they write to an untracked folder, never over the
+committed results in benchmarks/results/, and their tables say which way a ratio is better.
+"""
+
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMITTED = ROOT / "benchmarks" / "results"
+
+
+@pytest.fixture
+def load(monkeypatch):
+    """Imports benchmarks/<name>.py; afterwards drops the benchmark modules it imported and
+    its sys.path entries (run.py puts benchmarks/ on the path to import bench_rnn)."""
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    before = set(sys.modules)
+
+    def _load(name):
+        spec = importlib.util.spec_from_file_location(
+            f"_jaxrnn_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        return module
+
+    yield _load
+    for name in set(sys.modules) - before:
+        if name.startswith(("bench_", "_jaxrnn_bench_")):
+            del sys.modules[name]
+
+
+def _assert_untracked(path):
+    path = Path(path).resolve()
+    assert COMMITTED not in path.parents and path != COMMITTED, path
+    rel = path.relative_to(ROOT)
+    assert rel.parts[0] == "outputs", rel
+    ignored = (ROOT / ".gitignore").read_text().splitlines()
+    assert "outputs/" in ignored, ".gitignore must keep ignoring outputs/"
+
+
+def test_run_writes_to_an_untracked_folder_by_default(load):
+    run = load("run")
+    _assert_untracked(run.parse([]).out)
+    assert Path(run.parse(["--out", "benchmarks/results"]).out) == Path("benchmarks/results")
+
+
+def test_bench_parallel_writes_to_an_untracked_file_by_default(load):
+    _assert_untracked(load("bench_parallel")._parse([]).out)
+
+
+def test_run_table_says_which_ratio_is_better(load):
+    run = load("run")
+    result = {"label": "lstm train 1,2,3,4", "ratio": 0.5, "best_rival": "flax",
+              "impls": {"jaxrnn": {"median_ms": 1.0, "gflops": 2.0, "compile_s": 0.1},
+                        "flax": {"median_ms": 2.0}}}
+    header = run.table([result], ["jaxrnn", "flax"], roof=10.0).splitlines()[0]
+    assert "< 1: jaxrnn faster" in header, header
