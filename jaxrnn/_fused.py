@@ -67,6 +67,7 @@ from jaxrnn._loop import (
     run_layerwise,
     segment_length,
     segmented,
+    static_size,
 )
 
 Array = jax.Array
@@ -229,8 +230,13 @@ def _scan(body, init, xs, cfg: _Config, reverse: bool = False):
         c, y = body(c, cur)
         return (c, nxt, i + step), y
 
-    (c, _, _), ys = lax.scan(wrapped, (init, fetch(first), jnp.asarray(first, jnp.int32)),
-                             None, length=t, reverse=reverse, unroll=cfg.unroll)
+    init = (init, fetch(first), jnp.asarray(first, jnp.int32))
+    if static_size(t) is None:  # a symbolic T (jax.export): scan over the step indices
+        (c, _, _), ys = lax.scan(wrapped, init, jnp.arange(t), reverse=reverse,
+                                 unroll=cfg.unroll)
+    else:
+        (c, _, _), ys = lax.scan(wrapped, init, None, length=t, reverse=reverse,
+                                 unroll=cfg.unroll)
     return c, ys
 
 
