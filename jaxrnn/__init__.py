@@ -30,6 +30,7 @@ from jaxrnn._registry import serialize as serialize
 from jaxrnn._sharding import data_mesh as data_mesh
 from jaxrnn._sharding import replicate as replicate
 from jaxrnn._sharding import shard_batch as shard_batch
+from jaxrnn._stream import Stream as Stream
 from jaxrnn._torch import from_torch as from_torch
 from jaxrnn._torch import to_torch as to_torch
 
@@ -53,6 +54,7 @@ __all__ = [
     "SimpleRNN",
     "SimpleRNNCell",
     "StackedRNNCells",
+    "Stream",
     "__version__",
     "data_mesh",
     "deserialize",
