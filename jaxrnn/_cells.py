@@ -36,6 +36,19 @@ class LSTMState(NamedTuple):
     c: Array  # [B, H] memory (carry) state
 
 
+def register_for_export(nodetype: type, name: str) -> None:
+    """Lets `jax.export` serialize functions whose inputs or outputs hold `nodetype` (a
+    NamedTuple of states): a stateful layer's state, a learned initial state."""
+    from jax import export
+
+    register = getattr(export, "register_namedtuple_serialization", None)
+    if register is not None:  # jax >= 0.4.36
+        register(nodetype, serialized_name=name)
+
+
+register_for_export(LSTMState, "jaxrnn.LSTMState")
+
+
 # ----------------------------------------------------------------------------- helpers
 
 

@@ -17,7 +17,7 @@ import jax.numpy as jnp
 
 from jaxrnn import _cells, _engines, _parallel, _registry
 from jaxrnn._cells import check_bool
-from jaxrnn._loop import LoopOptions
+from jaxrnn._loop import LoopOptions, static_size
 
 Array = jax.Array
 
@@ -32,6 +32,15 @@ MERGE_MODES = ("concat", "sum", "mul", "ave", None)
 
 def _shape_of(x: Any) -> tuple:
     return tuple(getattr(x, "shape", jnp.shape(x)))
+
+
+def _same_shape(got: tuple, want: tuple) -> bool:
+    """Shape equality that only judges static sizes: a symbolic size (`jax.export`, or an
+    exporter's own placeholder) matches anything, since Python cannot compare it."""
+    if len(got) != len(want):
+        return False
+    return all(static_size(g) is None or static_size(w) is None or static_size(g) ==
+               static_size(w) for g, w in zip(got, want))
 
 
 def _split_key(rng: Array | None, n: int) -> list:
@@ -311,7 +320,7 @@ class RNN:
         if mask is None:
             return None
         m = jnp.asarray(mask)
-        if m.shape != (batch, time):
+        if not _same_shape(m.shape, (batch, time)):
             raise ValueError(
                 f"RNN: mask must be [B, T] = ({batch}, {time}) booleans, True where a step is "
                 f"real; got shape {m.shape}. Build it as e.g. "
@@ -335,7 +344,7 @@ class RNN:
                 f"segment; got dtype {r.dtype}. Convert it, e.g. reset = starts != 0 (or "
                 "starts.astype(bool))."
             )
-        if r.shape != (batch, time):
+        if not _same_shape(r.shape, (batch, time)):
             raise ValueError(
                 f"RNN: reset must be [B, T] = ({batch}, {time}) booleans (also when "
                 f"time_major), True where a step starts a new segment; got shape {r.shape}."

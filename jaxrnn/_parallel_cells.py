@@ -278,6 +278,8 @@ class LRUState(NamedTuple):
     h_im: Array  # [B, N] imaginary part of the complex hidden state
 
 
+_cells.register_for_export(LRUState, "jaxrnn.LRUState")
+
 _LRU_PARAMS = ("nu_log", "theta_log", "gamma_log", "B_re", "B_im", "C_re", "C_im", "D")
 
 
