@@ -765,13 +765,17 @@ class Bidirectional:
                 "backward": self.backward.init(kb, input_shape, dtype)}
 
     def reset_state(self, batch_size: int, states: Sequence[Array] | None = None,
-                    dtype=jnp.float32) -> tuple:
-        """``(forward_state, backward_state)`` for a stateful layer; `states` split in half."""
+                    dtype=jnp.float32, params: dict | None = None) -> tuple:
+        """``(forward_state, backward_state)`` for a stateful layer; `states` split in half;
+        with `params` (and ``learn_initial_state``), each direction's learned state."""
         fs = bs = None
         if states is not None:
             fs, bs = self._halves(states, "reset_state(states=...)")
-        return (self.forward.reset_state(batch_size, fs, dtype),
-                self.backward.reset_state(batch_size, bs, dtype))
+        if params is not None:
+            self._check_keys(params)
+        fp, bp = (None, None) if params is None else (params["forward"], params["backward"])
+        return (self.forward.reset_state(batch_size, fs, dtype, params=fp),
+                self.backward.reset_state(batch_size, bs, dtype, params=bp))
 
     @staticmethod
     def _check_keys(params: Any) -> None:

@@ -359,3 +359,20 @@ def test_packed_documents_example_runs(capsys):
         assert np.isfinite(r["val_loss"]) and np.isfinite(r["train_loss"])
     assert rows[1]["chars"] >= 0.9 * 3 * 4 * 32  # packed rows: (almost) every step is real
     assert "validation loss" in capsys.readouterr().out
+
+
+def test_stateful_layers_start_from_the_learned_state():
+    layer = jr.GRU(H, return_sequences=True, stateful=True, learn_initial_state=True)
+    x = jax.random.normal(jax.random.key(0), (B, T, F))
+    params = layer.init(jax.random.key(1), x.shape)
+    params["initial_state"] = _random_like(params["initial_state"], jax.random.key(2))
+    state = layer.reset_state(B, params=params)
+    y, _ = layer(params, x, state=state)
+    plain = dataclasses.replace(layer, stateful=False)
+    _close(y, plain(params, x))  # a stateless call starts from the learned state too
+    bi = jr.Bidirectional(layer)
+    bi_params = bi.init(jax.random.key(3), x.shape)
+    fs, bs = bi.reset_state(B, params=bi_params)
+    assert fs[0].shape == bs[0].shape == (B, H)
+    with pytest.raises(ValueError, match="learn_initial_state=False"):
+        jr.GRU(H, stateful=True).reset_state(B, params=params)
