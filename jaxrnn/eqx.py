@@ -34,6 +34,11 @@ class Layer(eqx.Module):
     is True (`eqx.nn.inference_mode` sets it), and takes its random key as ``key=`` at the
     call.
 
+    Called as ``module(x, *, initial_state=None, mask=None, reset=None, training=None,
+    key=None, state=None)``: `x` [B, T, F], `mask` and `reset` [B, T] booleans, the rest as
+    for the wrapped layer (`jaxrnn.RNN`); returns what the layer returns. `training`
+    (default ``not inference``) turns dropout on, which then needs `key`.
+
     Args:
       layer: the jaxrnn layer to wrap, e.g. ``jaxrnn.GRU(32, return_sequences=True)``.
       input_shape: (B, T, F) of the inputs; B and T may be None. Optional with `params`.

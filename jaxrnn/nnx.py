@@ -39,6 +39,12 @@ class Layer(nnx.Module):
     acts while ``deterministic`` is False (the default; `train()`) and not after `eval()`,
     drawing its keys from the ``dropout`` stream of the `rngs` given here (or to the call).
 
+    Called as ``module(x, *, initial_state=None, mask=None, reset=None, training=None,
+    rngs=None, state=None)``: `x` [B, T, F], `mask` and `reset` [B, T] booleans, the rest
+    as for the wrapped layer (`jaxrnn.RNN`); returns what the layer returns. `training`
+    (default ``not deterministic``) turns dropout on; `rngs` (an `nnx.Rngs`, a stream or a
+    key) replaces the module's own stream for the call.
+
     Args:
       layer: the jaxrnn layer to wrap, e.g. ``jaxrnn.LSTM(32, return_sequences=True)``.
       input_shape: (B, T, F) of the inputs; B and T may be None. Optional with `params`.
