@@ -141,8 +141,9 @@ def processing_order_reset(reset: Array, go_backwards: bool) -> Array:
     """
     if not go_backwards:
         return reset
-    ends = jnp.concatenate([reset[1:], jnp.zeros_like(reset[:1])], axis=0)
-    return jnp.flip(ends, axis=0)
+    # Flipped, then shifted one step later (the first processed step never resets): one pad
+    # op, no slice of a symbolic length (exporters such as jax2onnx cannot resize those).
+    return lax.pad(jnp.flip(reset, axis=0), jnp.array(False), [(1, -1, 0), (0, 0, 0)])
 
 
 def carried_output(states: Any, stacked: bool) -> Array:
