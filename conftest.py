@@ -6,6 +6,7 @@ under the same settings as the tests.
 
 import importlib.util
 import os
+from pathlib import Path
 
 # Must run before anything imports keras (test modules, doctests, pytest plugins, xdist
 # workers).
@@ -34,26 +35,50 @@ jax.config.update(
 )
 
 
-# Doctests of the interop modules need their optional libraries; skip them (rather than
-# fail) where those are not installed. The test extra installs all three.
+# Doctests of the interop modules and the framework adapters need their optional libraries;
+# skip them (rather than fail) where those are not installed. The test extra installs all.
 _DOCTEST_NEEDS = {
-    "jaxrnn._keras": "keras",
-    "jaxrnn._torch": "torch",
-    "jaxrnn._io": "safetensors",
+    "jaxrnn._keras": ("keras",),
+    "jaxrnn._torch": ("torch",),
+    "jaxrnn._io": ("safetensors",),
+    "jaxrnn.nnx": ("flax", "optax"),
+    "jaxrnn.eqx": ("equinox", "optax"),
 }
+# The adapters import their framework when they are imported, so without it their doctests
+# cannot even be collected.
+_IMPORTS_ITS_PACKAGE = ("jaxrnn.nnx", "jaxrnn.eqx")
+_ROOT = Path(__file__).resolve().parent
+_missing: dict[str, bool] = {}
+
+
+def _missing_packages(module):
+    out = []
+    for package in _DOCTEST_NEEDS[module]:
+        if package not in _missing:
+            _missing[package] = importlib.util.find_spec(package) is None
+        if _missing[package]:
+            out.append(package)
+    return out
+
+
+def pytest_ignore_collect(collection_path, config):
+    for module in _IMPORTS_ITS_PACKAGE:
+        if (Path(collection_path) == _ROOT.joinpath(*module.split(".")).with_suffix(".py")
+                and _missing_packages(module)):
+            return True
+    return None
 
 
 def pytest_collection_modifyitems(config, items):
-    missing = {}
     for item in items:
         if type(item).__name__ != "DoctestItem":
             continue
-        for prefix, package in _DOCTEST_NEEDS.items():
-            if item.name == prefix or item.name.startswith(prefix + "."):
-                if package not in missing:
-                    missing[package] = importlib.util.find_spec(package) is None
-                if missing[package]:
-                    item.add_marker(pytest.mark.skip(reason=f"doctest needs {package}"))
+        for module in _DOCTEST_NEEDS:
+            if item.name == module or item.name.startswith(module + "."):
+                missing = _missing_packages(module)
+                if missing:
+                    item.add_marker(pytest.mark.skip(
+                        reason=f"doctest needs {', '.join(missing)}"))
 
 
 @pytest.fixture(autouse=True)

@@ -87,9 +87,9 @@ def _peak_bytes(compiled) -> int | None:
                - getattr(m, "alias_size_in_bytes", 0))
 
 
-def time_case(cell, parallel, b, t, f, args) -> dict:
+def time_case(cell, parallel, b, t, f, args, solver=None) -> dict:
     """Compiles and times one training step; returns its stats."""
-    layer = jr.RNN(cell, return_sequences=True, parallel=parallel)
+    layer = jr.RNN(cell, return_sequences=True, parallel=parallel, solver=solver)
     f_in = cell.units if isinstance(cell, LRUCell) else f
     key = jax.random.key(0)
     params = layer.init(key, (b, t, f_in))
@@ -132,11 +132,8 @@ def main(argv=None) -> dict:
                 parallel = mode != "sequential"
                 if not parallel and t > args.max_seq_t:
                     continue
-                _parallel.SOLVER = "associative" if mode == "parallel-assoc" else None
-                try:
-                    r = time_case(cell, parallel, b, t, f, args)
-                finally:
-                    _parallel.SOLVER = None
+                solver = "associative" if mode == "parallel-assoc" else None
+                r = time_case(cell, parallel, b, t, f, args, solver)
                 r.update(cell=name, mode=mode, T=t)
                 rows.append(r)
                 print(f"  {name:8s} {mode:10s} T={t:6d}: {r['median_ms']:9.2f} ms "
@@ -173,7 +170,7 @@ def main(argv=None) -> dict:
         "benchmark": "bench_parallel",
         "config": {"batch": b, "features": f, "units": h, "seq_lens": args.seq_lens},
         "device": str(jax.devices()[0]),
-        "default_solver": _parallel.solver_for(),
+        "default_solver": _parallel.default_solver(),
         "jax": jax.__version__,
         "platform": platform.platform(),
         "rows": rows,

@@ -14,7 +14,8 @@ loss is the mean cross-entropy on held-out text (the last 5% of the corpus, neve
 on), measured before training and every --log-every steps. Uniform guessing over the
 vocabulary scores log(96) ~ 4.56. The script writes both curves to a plot
 (outputs/char_lm_loss.png, if matplotlib is installed), saves a checkpoint
-(outputs/char_lm.safetensors, with `jaxrnn.save`) and samples text from the model.
+(outputs/char_lm.safetensors, with `jaxrnn.save`) and samples text from the model, one
+character at a time with `jaxrnn.Stream` (one compiled step, the LSTM's state carried).
 """
 
 from __future__ import annotations
@@ -120,22 +121,36 @@ def progress(step: int, total: int, loss: float, window: int, rate: float,
     return len(line)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3, 5))
-def sample(lstm, params, prompt_ids, n: int, key, temperature: float):
-    """Feeds the prompt, then draws `n` characters one at a time with the LSTM's cell."""
-    _, state = logits_fn(lstm, params, prompt_ids[None, :])
-    cell, head = lstm.cell, params["head"]
+@functools.partial(jax.jit, static_argnums=0)
+def generate_step(stream, params, token, state, key, i, temperature):
+    """The model's next character after `token` [1], drawn with ``fold_in(key, i)``.
 
-    def step(carry, k):
-        last, state = carry
-        x = params["embed"][last]
-        out, state = cell(params["lstm"], x, state)
-        logits = (out @ head["w"] + head["b"][None, :]) / temperature
-        nxt = jax.random.categorical(k, logits)
-        return (nxt, state), nxt[0]
+    The LSTM runs one step ([1, 1, E]) from `state` through `jaxrnn.Stream`, which returns
+    the state to carry to the next call. Every call has the same shapes and dtypes (the step
+    number and the temperature are traced arguments), so this compiles once for any prompt,
+    sample length and temperature.
+    """
+    x = params["embed"][token][:, None, :]  # [1, 1, E]
+    y, state = stream(params["lstm"], x, state)  # [1, 1, H]
+    logits = y[:, 0] @ params["head"]["w"] + params["head"]["b"][None, :]  # [1, V]
+    nxt = jax.random.categorical(jax.random.fold_in(key, i), logits / temperature)
+    return nxt.astype(jnp.int32), state
 
-    (_, _), ids = jax.lax.scan(step, (prompt_ids[-1:], jr.LSTMState(*state)),
-                               jax.random.split(key, n))
+
+def sample(lstm, params, prompt_ids, n: int, key, temperature: float) -> list[int]:
+    """Feeds the prompt one character at a time, then draws `n` characters, each fed back
+    in: one compiled `generate_step`, the LSTM's state carried between calls."""
+    stream = jr.Stream(lstm)
+    state = stream.reset_state(1)
+    ids, nxt = [], None
+    for i, c in enumerate(prompt_ids):
+        nxt, state = generate_step(stream, params, jnp.array([c], jnp.int32), state, key, i,
+                                   temperature)
+    for i in range(n):
+        ids.append(int(nxt[0]))
+        if i + 1 < n:
+            nxt, state = generate_step(stream, params, nxt, state, key, len(prompt_ids) + i,
+                                       temperature)
     return ids
 
 
@@ -294,9 +309,9 @@ def main(argv=None) -> dict:
         print("safetensors is not installed: no checkpoint (pip install safetensors).")
 
     prompt = "".join(c if c in char_to_id else " " for c in args.prompt) or " "
-    ids = sample(lstm, params, jnp.array([char_to_id[c] for c in prompt]), args.sample_chars,
+    ids = sample(lstm, params, [char_to_id[c] for c in prompt], args.sample_chars,
                  jax.random.PRNGKey(args.seed + 1), args.temperature)
-    text_out = prompt + "".join(CHARS[i] for i in np.asarray(ids))
+    text_out = prompt + "".join(CHARS[i] for i in ids)
     print(f"\n--- sample (temperature {args.temperature}) ---\n{text_out}\n---")
     return {"steps": args.steps, "first_loss": losses[0], "train_loss": train_loss,
             "train_losses": losses, "val_loss": val_loss, "val_losses": val_losses,

@@ -4,6 +4,7 @@ Cells hold hyperparameters; their arrays live in a params pytree the caller owns
 The `RNN` layer runs a cell over time with one `jax.lax.scan`.
 """
 
+from jaxrnn._cells import Cell as Cell
 from jaxrnn._cells import GRUCell as GRUCell
 from jaxrnn._cells import LSTMCell as LSTMCell
 from jaxrnn._cells import LSTMState as LSTMState
@@ -29,6 +30,7 @@ from jaxrnn._registry import serialize as serialize
 from jaxrnn._sharding import data_mesh as data_mesh
 from jaxrnn._sharding import replicate as replicate
 from jaxrnn._sharding import shard_batch as shard_batch
+from jaxrnn._stream import Stream as Stream
 from jaxrnn._torch import from_torch as from_torch
 from jaxrnn._torch import to_torch as to_torch
 
@@ -36,6 +38,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Bidirectional",
+    "Cell",
     "GRU",
     "GRUCell",
     "LSTM",
@@ -51,6 +54,7 @@ __all__ = [
     "SimpleRNN",
     "SimpleRNNCell",
     "StackedRNNCells",
+    "Stream",
     "__version__",
     "data_mesh",
     "deserialize",

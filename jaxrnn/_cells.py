@@ -36,6 +36,19 @@ class LSTMState(NamedTuple):
     c: Array  # [B, H] memory (carry) state
 
 
+def register_for_export(nodetype: type, name: str) -> None:
+    """Lets `jax.export` serialize functions whose inputs or outputs hold `nodetype` (a
+    NamedTuple of states): a stateful layer's state, a learned initial state."""
+    from jax import export
+
+    register = getattr(export, "register_namedtuple_serialization", None)
+    if register is not None:  # jax >= 0.4.36
+        register(nodetype, serialized_name=name)
+
+
+register_for_export(LSTMState, "jaxrnn.LSTMState")
+
+
 # ----------------------------------------------------------------------------- helpers
 
 
@@ -53,14 +66,34 @@ def _check_rate(rate: Any, name: str, cls: str) -> None:
         )
 
 
+def check_bool(value: Any, name: str, who: str) -> None:
+    """Raises a TypeError naming `who` and `name` unless `value` is True or False."""
+    if not isinstance(value, bool):
+        raise TypeError(f"{who}: {name} must be True or False; got {value!r}.")
+
+
+def dense(a: Array, w: Array, bias: Array | None = None) -> Array:
+    """``a @ w (+ bias)`` over the last axis of `a` [..., K], as one 2-D matmul.
+
+    XLA CPU runs a dot with several leading axes several times slower than the same product
+    reshaped to 2-D, in both directions of autodiff; and a bias added after the reshape back
+    is a separate pass over the output, while in 2-D it fuses into the matmul.
+    """
+    z = a.reshape(-1, a.shape[-1]) @ w
+    if bias is not None:
+        z = z + bias[None, :]
+    return z.reshape(*a.shape[:-1], w.shape[-1])
+
+
 def _dropout_mask(key: Array, rate: float, shape: tuple[int, ...], dtype) -> Array:
     """Keras's dropout of a tensor of ones: 0 or 1/(1-rate), one draw per element."""
     keep = jax.random.bernoulli(key, 1.0 - rate, shape)
     return keep.astype(dtype) / jnp.asarray(1.0 - rate, dtype)
 
 
-def _project(x: Array, w: Array, mask: Array | None, gates: int) -> Array:
-    """``(x * mask) @ w`` for a [B, F] mask, or gate by gate for a [k, B, F] mask."""
+def project(x: Array, w: Array, mask: Array | None, gates: int) -> Array:
+    """``(x * mask) @ w`` for x [B, F] and a [B, F] mask, or gate by gate for a [k, B, F]
+    mask (one dropout mask per gate): [B, k*H]."""
     if mask is None:
         return x @ w
     if mask.ndim == 2:
@@ -111,6 +144,11 @@ def has_cell_interface(obj: Any) -> list[str]:
     return missing
 
 
+def is_stack(cell: Any) -> bool:
+    """Whether `cell` is a `StackedRNNCells` (params and states: one entry per cell)."""
+    return isinstance(cell, StackedRNNCells)
+
+
 def make_dropout(cell: Any, rng: Array | None, training: bool, batch_size: int,
                  input_dim: int, dtype) -> Any:
     """What a cell needs for dropout over one sequence, drawn once before the loop.
@@ -119,7 +157,7 @@ def make_dropout(cell: Any, rng: Array | None, training: bool, batch_size: int,
     ``(training, rng)``, the same `rng` passed at every step, so a cell that draws its mask
     from `rng` gets the same mask at every step (Keras's variational dropout).
     """
-    if isinstance(cell, RNNCellBase):
+    if isinstance(cell, (Cell, StackedRNNCells)):
         return cell.dropout_masks(rng, training, batch_size, input_dim, dtype)
     return training, rng
 
@@ -127,114 +165,74 @@ def make_dropout(cell: Any, rng: Array | None, training: bool, batch_size: int,
 def apply_cell(cell: Any, params: Any, inputs: Array, states: Any,
                dropout: Any) -> tuple[Array, Any]:
     """One step of any cell, with the dropout that `make_dropout` prepared."""
-    if isinstance(cell, RNNCellBase):
+    if isinstance(cell, (Cell, StackedRNNCells)):
         return cell.step(params, inputs, states, dropout)
     training, rng = dropout
     output, new_states = cell(params, inputs, states, training=training, rng=rng)
     return output, restructure(new_states, states, type(cell).__name__)
 
 
-# ----------------------------------------------------------------------------- base
+# ----------------------------------------------------------------------------- bases
 
 
 @dataclasses.dataclass(frozen=True)
-class RNNCellBase:
-    """Shared machinery of jaxrnn's cells (not a cell itself).
+class Cell:
+    """What every jaxrnn cell shares: the cell protocol that `RNN` runs, implemented once.
 
-    Subclasses define ``state_size``, ``output_size``, ``_gates`` and ``step``.
+    `RNN` needs from any cell (a user's too) ``state_size``, ``init(key, input_dim, dtype)``
+    and ``__call__(params, inputs, states, *, training, rng)``. A `Cell` adds what lets the
+    engines run it without per-step checks: ``step(params, inputs, states, masks)`` (one
+    step, no checks) and ``dropout_masks`` (drawn once per sequence, as Keras does). It
+    checks dict params against ``param_shapes`` and builds its config from its dataclass
+    fields. Subclasses define ``state_size``, ``param_shapes``, ``init`` and ``step``.
 
     Example:
       >>> import jaxrnn as jr
-      >>> isinstance(jr.GRUCell(4), jr.RNNCellBase)
-      True
-      >>> jr.LSTMCell(4).param_shapes(3)  # Keras's names and shapes, for F=3 inputs
-      {'kernel': (3, 16), 'recurrent_kernel': (4, 16), 'bias': (16,)}
+      >>> isinstance(jr.LRUCell(4), jr.Cell), isinstance(jr.LRUCell(4), jr.RNNCellBase)
+      (True, False)
     """
 
-    if TYPE_CHECKING:  # what the subclasses declare (as dataclass fields) and define
+    if TYPE_CHECKING:  # what the subclasses define
         @property
-        def units(self) -> int: ...
-        @property
-        def use_bias(self) -> bool: ...
-        @property
-        def dropout(self) -> float: ...
-        @property
-        def recurrent_dropout(self) -> float: ...
-        @property
-        def kernel_initializer(self) -> Initializer: ...
-        @property
-        def recurrent_initializer(self) -> Initializer: ...
-        @property
-        def bias_initializer(self) -> Initializer: ...
+        def state_size(self) -> int | tuple[int, ...]: ...
+
+        def param_shapes(self, input_dim: int) -> dict[str, tuple[int, ...]]: ...
+
+        def init(self, key: Array, input_dim: int, dtype=jnp.float32) -> Any: ...
 
         def step(self, params: Any, inputs: Array, states: Any,
                  masks: Any = None) -> tuple[Array, Any]: ...
 
+    _input_param = "kernel"  # the param whose first axis is the input width F
+
     def __post_init__(self):
         cls = type(self).__name__
-        _check_units(self.units, cls)
         for name in ("dropout", "recurrent_dropout"):
-            _check_rate(getattr(self, name), name, cls)
+            if hasattr(self, name):
+                _check_rate(getattr(self, name), name, cls)
         for f in dataclasses.fields(self):
             if f.name.endswith("activation"):
                 _resolve.activation(getattr(self, f.name), f"{cls}: {f.name}")
             elif f.name.endswith("initializer"):
                 _resolve.initializer(getattr(self, f.name), f"{cls}: {f.name}")
-
-    _gates = 1
-    _input_param = "kernel"  # the param whose first axis is the input width F
+            elif f.name == "use_bias":
+                check_bool(getattr(self, f.name), f.name, cls)
 
     @property
     def output_size(self) -> int:
-        return self.units
+        size = self.state_size
+        return size if isinstance(size, int) else size[0]
+
+    def get_initial_state(self, batch_size: int, dtype=jnp.float32) -> Any:
+        """Zero states: a tuple with one [B, S] array per entry of ``state_size``."""
+        size = self.state_size
+        sizes = (size,) if isinstance(size, int) else size
+        return tuple(jnp.zeros((batch_size, s), dtype) for s in sizes)
 
     # --- params --------------------------------------------------------------------
 
-    def param_shapes(self, input_dim: int) -> dict[str, tuple[int, ...]]:
-        """The params' shapes for inputs of `input_dim` features, in Keras's layout."""
-        kh = self._gates * self.units
-        shapes: dict[str, tuple[int, ...]] = {"kernel": (input_dim, kh),
-                                              "recurrent_kernel": (self.units, kh)}
-        if self.use_bias:
-            shapes["bias"] = self._bias_shape()
-        return shapes
-
-    def _bias_shape(self) -> tuple[int, ...]:
-        return (self._gates * self.units,)
-
-    def _init_bias(self, key: Array, dtype) -> Array:
-        return _initialize(self.bias_initializer, key, self._bias_shape(), dtype)
-
-    def init(self, key: Array, input_dim: int, dtype=jnp.float32) -> dict[str, Array]:
-        """Creates the params.
-
-        Args:
-          key: a `jax.random` key.
-          input_dim: F, the number of input features.
-          dtype: the params' dtype.
-
-        Returns:
-          ``{"kernel": [F, k*H], "recurrent_kernel": [H, k*H], "bias": [k*H]}`` with k the
-          number of gates (Keras's names and shapes); no ``"bias"`` when ``use_bias=False``.
-        """
-        if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim <= 0:
-            raise ValueError(
-                f"{type(self).__name__}.init: input_dim must be a positive int (the number of "
-                f"input features F); got {input_dim!r}."
-            )
-        k1, k2, k3 = jax.random.split(key, 3)
-        shapes = self.param_shapes(input_dim)
-        params = {
-            "kernel": _initialize(self.kernel_initializer, k1, shapes["kernel"], dtype),
-            "recurrent_kernel": _initialize(self.recurrent_initializer, k2,
-                                            shapes["recurrent_kernel"], dtype),
-        }
-        if self.use_bias:
-            params["bias"] = self._init_bias(k3, dtype)
-        return params
-
     def check_params(self, params: Any, input_dim: int | None = None) -> int:
-        """Checks params' keys and shapes; returns their input_dim F.
+        """Checks params' keys and shapes against ``param_shapes``; returns their input_dim F.
 
         Raises:
           TypeError: `params` is not a dict.
@@ -256,35 +254,29 @@ class RNNCellBase:
                 "copy a Keras cell's weights by name."
             )
         first = self._input_param  # the [F, ...] param whose first axis is the input width
-        first_shape = tuple(jnp.shape(params[first]))
+        first_shape = tuple(getattr(params[first], "shape", ()))
         if len(first_shape) != 2:
             raise ValueError(
                 f"{cls}: params[{first!r}] must be [F, {self.param_shapes(1)[first][1]}]; got "
                 f"shape {first_shape}."
             )
         f = first_shape[0] if input_dim is None else input_dim
+        units = getattr(self, "units", None)
         for name, shape in self.param_shapes(f).items():
-            got = tuple(jnp.shape(params[name]))
+            got = tuple(getattr(params[name], "shape", ()))
             if got != shape:
                 raise ValueError(
-                    f"{cls}(units={self.units}): params[{name!r}] must have shape {shape} for "
+                    f"{cls}(units={units}): params[{name!r}] must have shape {shape} for "
                     f"{f} input features; got {got}. Re-create the params with "
                     f"cell.init(key, {f}), or build the cell with the units they were made for."
                 )
         return f
 
-    # --- states --------------------------------------------------------------------
-
-    def get_initial_state(self, batch_size: int, dtype=jnp.float32) -> tuple[Array, ...]:
-        """Zero states: a tuple with one [B, H] array per state."""
-        return (jnp.zeros((batch_size, self.units), dtype),)
-
     # --- dropout -------------------------------------------------------------------
 
     def _mask_count(self) -> int:
-        # Keras 3 uses one input mask for all gates unless recurrent dropout is on, when it
-        # switches to `implementation=1`: one mask per gate, for inputs and recurrent state.
-        return self._gates if self.recurrent_dropout > 0 and self._gates > 1 else 0
+        """0: one dropout mask for all gates; k: one per gate ([k, B, *] masks)."""
+        return 0
 
     def dropout_masks(self, rng: Array | None, training: bool, batch_size: int, input_dim: int,
                       dtype) -> tuple[Array | None, Array | None] | None:
@@ -298,34 +290,36 @@ class RNNCellBase:
         Raises:
           ValueError: training with dropout but no `rng`.
         """
-        if not training or (self.dropout == 0 and self.recurrent_dropout == 0):
+        rate = getattr(self, "dropout", 0.0)
+        rec_rate = getattr(self, "recurrent_dropout", 0.0)
+        if not training or (rate == 0 and rec_rate == 0):
             return None
         if rng is None:
             raise ValueError(
-                f"{type(self).__name__}: training=True with dropout={self.dropout}, "
-                f"recurrent_dropout={self.recurrent_dropout} needs a random key; got rng=None. "
+                f"{type(self).__name__}: training=True with dropout={rate}, "
+                f"recurrent_dropout={rec_rate} needs a random key; got rng=None. "
                 "Pass rng=jax.random.key(...), or training=False."
             )
         k_in, k_rec = jax.random.split(rng)
         lead = (self._mask_count(),) if self._mask_count() else ()
         x_mask = h_mask = None
-        if self.dropout > 0:
-            x_mask = _dropout_mask(k_in, self.dropout, lead + (batch_size, input_dim), dtype)
-        if self.recurrent_dropout > 0:
-            h_mask = _dropout_mask(k_rec, self.recurrent_dropout, lead + (batch_size, self.units),
+        if rate > 0:
+            x_mask = _dropout_mask(k_in, rate, lead + (batch_size, input_dim), dtype)
+        if rec_rate > 0:
+            h_mask = _dropout_mask(k_rec, rec_rate, lead + (batch_size, self.output_size),
                                    dtype)
         return x_mask, h_mask
 
     # --- calling -------------------------------------------------------------------
 
-    def __call__(self, params: dict[str, Array], inputs: Array, states: Sequence[Array], *,
-                 training: bool = False, rng: Array | None = None) -> tuple[Array, tuple]:
+    def __call__(self, params: Any, inputs: Array, states: Sequence[Array], *,
+                 training: bool = False, rng: Array | None = None) -> tuple[Array, Any]:
         """One time step.
 
         Args:
           params: from `init`.
           inputs: [B, F] inputs of this step.
-          states: as from `get_initial_state`: a tuple of [B, H] arrays.
+          states: as from `get_initial_state`: a tuple of [B, S] arrays.
           training: apply dropout.
           rng: a `jax.random` key, needed when training with dropout.
 
@@ -355,7 +349,7 @@ class RNNCellBase:
         for s, z in zip(states, like):
             if jnp.shape(s) != z.shape:
                 raise ValueError(
-                    f"{cls}: every state must be [B, H] = {z.shape}; got {jnp.shape(s)}."
+                    f"{cls}: every state must be {z.shape}; got {jnp.shape(s)}."
                 )
         masks = self.dropout_masks(rng, training, inputs.shape[0], f, inputs.dtype)
         return self.step(params, inputs, states, masks)
@@ -376,6 +370,100 @@ class RNNCellBase:
     def from_config(cls, config: dict[str, Any]):
         """Rebuilds the cell from `get_config`'s output."""
         return cls(**config)
+
+
+@dataclasses.dataclass(frozen=True)
+class RNNCellBase(Cell):
+    """Keras's gated-cell layout (not a cell itself): ``units``, ``k`` gates, params
+    ``kernel`` [F, k*H], ``recurrent_kernel`` [H, k*H] and ``bias`` [k*H], each from its
+    initializer, and Keras 3's dropout (one mask per gate with recurrent dropout).
+
+    Subclasses define ``state_size``, ``_gates`` and ``step``.
+
+    Example:
+      >>> import jaxrnn as jr
+      >>> isinstance(jr.GRUCell(4), jr.RNNCellBase)
+      True
+      >>> jr.LSTMCell(4).param_shapes(3)  # Keras's names and shapes, for F=3 inputs
+      {'kernel': (3, 16), 'recurrent_kernel': (4, 16), 'bias': (16,)}
+    """
+
+    if TYPE_CHECKING:  # what the subclasses declare (as dataclass fields)
+        @property
+        def units(self) -> int: ...
+        @property
+        def use_bias(self) -> bool: ...
+        @property
+        def kernel_initializer(self) -> Initializer: ...
+        @property
+        def recurrent_initializer(self) -> Initializer: ...  # absent: no recurrent kernel
+        @property
+        def bias_initializer(self) -> Initializer: ...
+
+    _gates = 1
+
+    def __post_init__(self):
+        _check_units(self.units, type(self).__name__)
+        super().__post_init__()
+
+    @property
+    def output_size(self) -> int:
+        return self.units
+
+    def get_initial_state(self, batch_size: int, dtype=jnp.float32) -> tuple[Array, ...]:
+        """Zero states: a tuple with one [B, H] array per state."""
+        return (jnp.zeros((batch_size, self.units), dtype),)
+
+    def param_shapes(self, input_dim: int) -> dict[str, tuple[int, ...]]:
+        """The params' shapes for inputs of `input_dim` features, in Keras's layout."""
+        kh = self._gates * self.units
+        shapes: dict[str, tuple[int, ...]] = {"kernel": (input_dim, kh)}
+        if hasattr(self, "recurrent_initializer"):
+            shapes["recurrent_kernel"] = (self.units, kh)
+        if self.use_bias:
+            shapes["bias"] = self._bias_shape()
+        return shapes
+
+    def _bias_shape(self) -> tuple[int, ...]:
+        return (self._gates * self.units,)
+
+    def _init_bias(self, key: Array, dtype) -> Array:
+        return _initialize(self.bias_initializer, key, self._bias_shape(), dtype)
+
+    def init(self, key: Array, input_dim: int, dtype=jnp.float32) -> dict[str, Array]:
+        """Creates the params.
+
+        Args:
+          key: a `jax.random` key.
+          input_dim: F, the number of input features.
+          dtype: the params' dtype.
+
+        Returns:
+          ``{"kernel": [F, k*H], "recurrent_kernel": [H, k*H], "bias": [k*H]}`` with k the
+          number of gates (Keras's names and shapes); no ``"bias"`` when ``use_bias=False``.
+        """
+        if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim <= 0:
+            raise ValueError(
+                f"{type(self).__name__}.init: input_dim must be a positive int (the number of "
+                f"input features F); got {input_dim!r}."
+            )
+        shapes = self.param_shapes(input_dim)
+        recurrent = "recurrent_kernel" in shapes
+        keys = list(jax.random.split(key, 3 if recurrent else 2))
+        params = {"kernel": _initialize(self.kernel_initializer, keys[0], shapes["kernel"],
+                                        dtype)}
+        if recurrent:
+            params["recurrent_kernel"] = _initialize(
+                self.recurrent_initializer, keys[1], shapes["recurrent_kernel"], dtype)
+        if self.use_bias:
+            params["bias"] = self._init_bias(keys[-1], dtype)
+        return params
+
+    def _mask_count(self) -> int:
+        # Keras 3 uses one input mask for all gates unless recurrent dropout is on, when it
+        # switches to `implementation=1`: one mask per gate, for inputs and recurrent state.
+        rec_rate = getattr(self, "recurrent_dropout", 0.0)
+        return self._gates if rec_rate > 0 and self._gates > 1 else 0
 
 
 # ----------------------------------------------------------------------------- cells
@@ -416,10 +504,10 @@ class SimpleRNNCell(RNNCellBase):
         with jax.named_scope("SimpleRNNCell"):
             (h,) = states
             x_mask, h_mask = masks or (None, None)
-            z = _project(inputs, params["kernel"], x_mask, 1)
+            z = project(inputs, params["kernel"], x_mask, 1)
             if self.use_bias:
                 z = z + params["bias"][None, :]
-            z = z + _project(h, params["recurrent_kernel"], h_mask, 1)
+            z = z + project(h, params["recurrent_kernel"], h_mask, 1)
             h = _resolve.activation(self.activation)(z)
             return h, (h,)
 
@@ -488,8 +576,8 @@ class LSTMCell(RNNCellBase):
         with jax.named_scope("LSTMCell"):
             h, c = states
             x_mask, h_mask = masks or (None, None)
-            z = _project(inputs, params["kernel"], x_mask, 4)
-            z = z + _project(h, params["recurrent_kernel"], h_mask, 4)
+            z = project(inputs, params["kernel"], x_mask, 4)
+            z = z + project(h, params["recurrent_kernel"], h_mask, 4)
             if self.use_bias:
                 z = z + params["bias"][None, :]
             i, f, g, o = jnp.split(z, 4, axis=-1)
@@ -553,7 +641,7 @@ class GRUCell(RNNCellBase):
             act = _resolve.activation(self.activation)
             rec = _resolve.activation(self.recurrent_activation)
             u = params["recurrent_kernel"]
-            xz = _project(inputs, params["kernel"], x_mask, 3)
+            xz = project(inputs, params["kernel"], x_mask, 3)
             in_bias = rec_bias = None
             if self.use_bias:
                 in_bias, rec_bias = (params["bias"][0], params["bias"][1]) if self.reset_after \
@@ -561,7 +649,7 @@ class GRUCell(RNNCellBase):
                 xz = xz + in_bias[None, :]
             x_z, x_r, x_h = jnp.split(xz, 3, axis=-1)
             if self.reset_after:
-                hz = _project(h, u, h_mask, 3)
+                hz = project(h, u, h_mask, 3)
                 if rec_bias is not None:
                     hz = hz + rec_bias[None, :]
                 h_z, h_r, h_h = jnp.split(hz, 3, axis=-1)
@@ -569,7 +657,7 @@ class GRUCell(RNNCellBase):
                 n = act(x_h + r * h_h)
             else:
                 zr_mask = None if h_mask is None else h_mask[:2] if h_mask.ndim == 3 else h_mask
-                hz = _project(h, u[:, :2 * units], zr_mask, 2)
+                hz = project(h, u[:, :2 * units], zr_mask, 2)
                 h_z, h_r = jnp.split(hz, 2, axis=-1)
                 z, r = rec(x_z + h_z), rec(x_r + h_r)
                 h_for_n = h if h_mask is None else h * (h_mask[2] if h_mask.ndim == 3 else h_mask)
@@ -580,7 +668,7 @@ class GRUCell(RNNCellBase):
 
 @_registry.register
 @dataclasses.dataclass(frozen=True, init=False)
-class StackedRNNCells(RNNCellBase):
+class StackedRNNCells:
     """Cells run one above the other at every step, as Keras's ``StackedRNNCells``.
 
     Cell ``i`` takes the output of cell ``i - 1``; the stack's output is the last cell's.
@@ -617,11 +705,6 @@ class StackedRNNCells(RNNCellBase):
                 )
         object.__setattr__(self, "cells", tuple(cells))
 
-    def __post_init__(self):  # the constructor checks the cells itself
-        pass
-
-    dropout = recurrent_dropout = 0.0
-
     @property
     def state_size(self) -> tuple:
         return tuple(c.state_size for c in self.cells)
@@ -640,18 +723,15 @@ class StackedRNNCells(RNNCellBase):
             dims.append(StackedRNNCells([cell]).output_size)
         return dims
 
-    # A stack's params are a list with one dict per cell, not one dict.
-    def init(  # type: ignore[override]
-            self, key: Array, input_dim: int, dtype=jnp.float32) -> list:
+    def init(self, key: Array, input_dim: int, dtype=jnp.float32) -> list:
         """Creates a list with one params dict per cell, each cell fed by the one below."""
         keys = jax.random.split(key, len(self.cells))
         return [cell.init(k, d, dtype) for cell, k, d in
                 zip(self.cells, keys, self._input_dims(input_dim))]
 
-    # None when no cell of the stack can tell its input_dim (user-defined cells).
-    def check_params(  # type: ignore[override]
-            self, params: Any, input_dim: int | None = None) -> int | None:
-        """Checks each cell's params; returns the input_dim F of the first cell."""
+    def check_params(self, params: Any, input_dim: int | None = None) -> int | None:
+        """Checks each cell's params; returns the input_dim F of the first cell (None when
+        the first cell cannot tell it: a user-defined cell without ``check_params``)."""
         if not isinstance(params, (list, tuple)) or len(params) != len(self.cells):
             got = f"{len(params)} entries" if isinstance(params, (list, tuple)) else \
                 type(params).__name__

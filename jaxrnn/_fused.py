@@ -25,8 +25,11 @@ and so do its gradients. What makes it fast on XLA CPU:
 * Every loop fetches step t's inputs in step t-1 (see `_scan`): XLA CPU otherwise fuses the
   per-step slice into the gate-math fusion, which then runs 2-3x slower.
 * Masks are `jnp.where` inside the loops (a masked step passes its gradient straight to the
-  carried state); `go_backwards` flips the inputs once before the loop.
-* Long sequences: above `REMAT_AUTO_BYTES` of residuals (or with ``remat=True`` / an int),
+  carried state); so are resets (a reset step sends the gradient of its entering state to
+  the reset state, accumulated in the backward loop's carry). Without resets the loops are
+  exactly the reset-free ones.
+* Long sequences: above the layer's ``remat_threshold`` bytes of residuals (or with
+  ``remat=True`` / an int),
   the sequence is cut into segments run under `jax.checkpoint`: the forward keeps only the
   states at segment boundaries, and the backward recomputes one segment at a time (the input
   projection included), so memory is O(T/k + k) steps instead of O(T).
@@ -48,7 +51,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -58,13 +60,17 @@ from jax import lax
 from jax.typing import ArrayLike
 
 from jaxrnn import _cells, _resolve
-from jaxrnn._scan import run_layerwise
+from jaxrnn._loop import (
+    LoopOptions,
+    auto_segment,
+    reset_where,
+    run_layerwise,
+    segment_length,
+    segmented,
+    static_size,
+)
 
 Array = jax.Array
-
-#: Residual bytes (per layer) above which `fused_rnn` checkpoints segments by default.
-REMAT_AUTO_BYTES = 1 << 30
-
 
 def supports(cell: Any) -> bool:
     """Whether `fused_rnn` can run `cell`: an `LSTMCell`, a `GRUCell`, or a stack of them."""
@@ -133,23 +139,9 @@ class _Config:
 # ----------------------------------------------------------------------------- projections
 
 
-def _mm(a: Array, w: Array, bias: Array | None = None) -> Array:
-    """``a @ w (+ bias)`` over the last axis of `a`, as one 2-D matmul ([..., K] x [K, N]).
-
-    XLA CPU runs a dot with several contracting or free leading axes several times slower
-    than the same product reshaped to 2-D, in both directions of autodiff; and a bias added
-    after the reshape back to 3-D is a separate pass over the output (measured 5x the cost
-    of the matmul itself at T=1000, B=32, F=16), while in 2-D it fuses into the matmul.
-    """
-    z = a.reshape(-1, a.shape[-1]) @ w
-    if bias is not None:
-        z = z + bias[None, :]
-    return z.reshape(*a.shape[:-1], w.shape[-1])
-
-
 def _step_proj(x_t: Array, w: Array, b: Array | None, xm: Array | None, k: int) -> Array:
     """One step's input projection, as the generic cell computes it (inference path)."""
-    z = _rec_proj(x_t, w, xm, k)
+    z = _cells.project(x_t, w, xm, k)
     return z if b is None else z + b[None, :]
 
 
@@ -174,27 +166,17 @@ def _tmm(a: Array, b: Array) -> Array:
 def _in_proj(x: Array, w: Array, bias: Array | None, mask: Array | None, k: int) -> Array:
     """``(x * mask) @ w + bias`` for all steps: x [T, B, F], mask None, [B, F] or [k, B, F]."""
     if mask is None:
-        return _mm(x, w, bias)
+        return _cells.dense(x, w, bias)
     if mask.ndim == 2:
-        return _mm(x * mask[None], w, bias)
+        return _cells.dense(x * mask[None], w, bias)
     kh = w.shape[1] // k
-    return jnp.concatenate([_mm(x * mask[j][None], w[:, j * kh:(j + 1) * kh],
+    return jnp.concatenate([_cells.dense(x * mask[j][None], w[:, j * kh:(j + 1) * kh],
                                 None if bias is None else bias[j * kh:(j + 1) * kh])
                             for j in range(k)], axis=-1)
 
 
-def _rec_proj(h: Array, u: Array, hm: Array | None, k: int) -> Array:
-    """``(h * hm) @ u``, gate by gate for a [k, B, H] mask: [B, k*H']."""
-    if hm is None:
-        return h @ u
-    if hm.ndim == 2:
-        return (h * hm) @ u
-    z = jnp.einsum("kbh,hkj->bkj", h[None] * hm, u.reshape(u.shape[0], k, -1))
-    return z.reshape(h.shape[0], u.shape[1])
-
-
 def _rec_proj_t(dz: Array, ut: Array, hm: Array | None, k: int) -> Array:
-    """The transpose of `_rec_proj` wrt h, given ``ut = uᵀ``: [B, k*H'] -> [B, H]."""
+    """The transpose of `_cells.project` wrt h, given ``ut = uᵀ``: [B, k*H'] -> [B, H]."""
     if hm is None:
         return dz @ ut
     if hm.ndim == 2:
@@ -248,8 +230,13 @@ def _scan(body, init, xs, cfg: _Config, reverse: bool = False):
         c, y = body(c, cur)
         return (c, nxt, i + step), y
 
-    (c, _, _), ys = lax.scan(wrapped, (init, fetch(first), jnp.asarray(first, jnp.int32)),
-                             None, length=t, reverse=reverse, unroll=cfg.unroll)
+    init = (init, fetch(first), jnp.asarray(first, jnp.int32))
+    if static_size(t) is None:  # a symbolic T (jax.export): scan over the step indices
+        (c, _, _), ys = lax.scan(wrapped, init, jnp.arange(t), reverse=reverse,
+                                 unroll=cfg.unroll)
+    else:
+        (c, _, _), ys = lax.scan(wrapped, init, None, length=t, reverse=reverse,
+                                 unroll=cfg.unroll)
     return c, ys
 
 
@@ -261,7 +248,7 @@ def _scan(body, init, xs, cfg: _Config, reverse: bool = False):
 
 def _lstm_step(cfg: _Config, u, hm, h, c, zx_t, m_t):
     n = h.shape[-1]
-    z = zx_t + _rec_proj(h, u, hm, 4)
+    z = zx_t + _cells.project(h, u, hm, 4)
     zs, zg = z[:, :3 * n], z[:, 3 * n:]
     s = cfg.rec(zs, 3)
     g = cfg.act(zg, 1)
@@ -275,36 +262,52 @@ def _lstm_step(cfg: _Config, u, hm, h, c, zx_t, m_t):
     return _masked(keep, h_new, h), _masked(keep, c_new, c), res
 
 
+def _entering(first: Array, seq: Array, reset: Array | None, rs: Any) -> Array:
+    """The states entering each step, after the resets: [T, B, H]."""
+    prev = _prev(first, seq)
+    return prev if reset is None else jnp.where(reset[:, :, None], rs[None], prev)
+
+
+def _route_reset(r_t: Array | None, d_prev: Array, d_rs: Any):
+    """Splits the gradient wrt a step's entering state between the carried state and, where
+    the step was reset, the reset state: ``(d_carried, d_rs)``."""
+    if r_t is None:
+        return d_prev, d_rs
+    rk = r_t[:, None]
+    return jnp.where(rk, 0, d_prev), d_rs + jnp.where(rk, d_prev, 0)
+
+
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _lstm_core(cfg: _Config, x, w, b, u, h0, c0, mask, xm, hm):
+def _lstm_core(cfg: _Config, x, w, b, u, h0, c0, mask, xm, hm, reset, hr, cr):
     # Inference: the projection inside the loop, as the generic scan does (a [T, B, 4H]
     # buffer of projections measured slower than projecting step by step when nothing
     # needs it afterwards), and no residuals.
     def body(carry, inp):
-        h, c = carry
-        x_t, m_t = inp
+        x_t, m_t, r_t = inp
+        h, c = reset_where(r_t, (hr, cr), carry)
         h, c, _ = _lstm_step(cfg, u, hm, h, c, _step_proj(x_t, w, b, xm, 4), m_t)
         return (h, c), (h if cfg.seq else None)
 
-    (h, c), hs = _scan(body, (h0, c0), (x, mask), cfg)
+    (h, c), hs = _scan(body, (h0, c0), (x, mask, reset), cfg)
     return (hs, h, c) if cfg.seq else (h, c)
 
 
-def _lstm_core_fwd(cfg: _Config, x, w, b, u, h0, c0, mask, xm, hm):
+def _lstm_core_fwd(cfg: _Config, x, w, b, u, h0, c0, mask, xm, hm, reset, hr, cr):
     zx = _in_proj(x, w, b, xm, 4)
 
     def body(carry, inp):
-        h, c = carry
-        h_new, c_new, res = _lstm_step(cfg, u, hm, h, c, *inp)
+        zx_t, m_t, r_t = inp
+        h, c = reset_where(r_t, (hr, cr), carry)
+        h_new, c_new, res = _lstm_step(cfg, u, hm, h, c, zx_t, m_t)
         return (h_new, c_new), (h_new, c, res)
 
-    (h, c), (hs, cprev, res) = _scan(body, (h0, c0), (zx, mask), cfg)
+    (h, c), (hs, cprev, res) = _scan(body, (h0, c0), (zx, mask, reset), cfg)
     out = (hs, h, c) if cfg.seq else (h, c)
-    return out, (res, cprev, hs, x, w, b, u, h0, mask, xm, hm)
+    return out, (res, cprev, hs, x, w, b, u, h0, mask, xm, hm, reset, hr)
 
 
 def _lstm_core_bwd(cfg: _Config, saved, cts):
-    res, cprev, hs, x, w, b, u, h0, mask, xm, hm = saved
+    res, cprev, hs, x, w, b, u, h0, mask, xm, hm, reset, hr = saved
     if cfg.seq:
         dhs, dh_t, dc_t = cts
     else:
@@ -314,8 +317,8 @@ def _lstm_core_bwd(cfg: _Config, saved, cts):
     ut = u.T  # transposed once: [4H, H] @ in the loop is faster than a transposed dot
 
     def body(carry, inp):
-        dh, dc = carry
-        dhs_t, res_t, cp, m_t = inp
+        dh, dc, dhr, dcr = carry
+        dhs_t, res_t, cp, m_t, r_t = inp
         if dhs_t is not None:
             dh = dh + dhs_t
         s = rec.value(res_t[:, :3 * n], 3)
@@ -334,11 +337,15 @@ def _lstm_core_bwd(cfg: _Config, saved, cts):
         if keep is not None:
             dh_prev = dh_prev + jnp.where(keep, 0, dh)
             dc_prev = jnp.where(keep, dc_prev, dc)
-        return (dh_prev, dc_prev), dz
+        dh_prev, dhr = _route_reset(r_t, dh_prev, dhr)
+        dc_prev, dcr = _route_reset(r_t, dc_prev, dcr)
+        return (dh_prev, dc_prev, dhr, dcr), dz
 
-    (dh0, dc0), dz = _scan(body, (dh_t, dc_t), (dhs, res, cprev, mask), cfg, reverse=True)
-    du = _rec_grad_u(_prev(h0, hs), dz, hm, 4)
-    return (*_proj_grads(x, w, b, xm, 4, dz), du, dh0, dc0, None, None, None)
+    zero = None if reset is None else jnp.zeros_like(dh_t)
+    (dh0, dc0, dhr, dcr), dz = _scan(body, (dh_t, dc_t, zero, zero),
+                                     (dhs, res, cprev, mask, reset), cfg, reverse=True)
+    du = _rec_grad_u(_entering(h0, hs, reset, hr), dz, hm, 4)
+    return (*_proj_grads(x, w, b, xm, 4, dz), du, dh0, dc0, None, None, None, None, dhr, dcr)
 
 
 _lstm_core.defvjp(_lstm_core_fwd, _lstm_core_bwd)
@@ -352,7 +359,7 @@ _lstm_core.defvjp(_lstm_core_fwd, _lstm_core_bwd)
 
 def _gru_step(cfg: _Config, u, rb, hm, h, zx_t, m_t):
     n = h.shape[-1]
-    hz = _rec_proj(h, u, hm, 3)
+    hz = _cells.project(h, u, hm, 3)
     zr_pre = zx_t[:, :2 * n] + hz[:, :2 * n]
     hh = hz[:, 2 * n:]
     if rb is not None:
@@ -368,38 +375,41 @@ def _gru_step(cfg: _Config, u, rb, hm, h, zx_t, m_t):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _gru_core(cfg: _Config, x, w, b, u, rb, h0, mask, xm, hm):
+def _gru_core(cfg: _Config, x, w, b, u, rb, h0, mask, xm, hm, reset, hr):
     def body(h, inp):
-        x_t, m_t = inp
+        x_t, m_t, r_t = inp
+        h = reset_where(r_t, hr, h)
         h, _ = _gru_step(cfg, u, rb, hm, h, _step_proj(x_t, w, b, xm, 3), m_t)
         return h, (h if cfg.seq else None)
 
-    h, hs = _scan(body, h0, (x, mask), cfg)
+    h, hs = _scan(body, h0, (x, mask, reset), cfg)
     return (hs, h) if cfg.seq else h
 
 
-def _gru_core_fwd(cfg: _Config, x, w, b, u, rb, h0, mask, xm, hm):
+def _gru_core_fwd(cfg: _Config, x, w, b, u, rb, h0, mask, xm, hm, reset, hr):
     zx = _in_proj(x, w, b, xm, 3)
 
     def body(h, inp):
-        h_new, res = _gru_step(cfg, u, rb, hm, h, *inp)
+        zx_t, m_t, r_t = inp
+        h_new, res = _gru_step(cfg, u, rb, hm, reset_where(r_t, hr, h), zx_t, m_t)
         return h_new, (h_new, res)
 
-    h, (hs, res) = _scan(body, h0, (zx, mask), cfg)
+    h, (hs, res) = _scan(body, h0, (zx, mask, reset), cfg)
     out = (hs, h) if cfg.seq else h
-    return out, (res, hs, x, w, b, u, rb, h0, mask, xm, hm)
+    return out, (res, hs, x, w, b, u, rb, h0, mask, xm, hm, reset, hr)
 
 
 def _gru_core_bwd(cfg: _Config, saved, cts):
-    res, hs, x, w, b, u, rb, h0, mask, xm, hm = saved
+    res, hs, x, w, b, u, rb, h0, mask, xm, hm, reset, hr = saved
     dhs, dh_t = cts if cfg.seq else (None, cts)
     n = h0.shape[-1]
     rec, act = cfg.rec, cfg.act
-    hprev = _prev(h0, hs)
+    hprev = _entering(h0, hs, reset, hr)
     ut = u.T
 
-    def body(dh, inp):
-        dhs_t, res_t, hp, m_t = inp
+    def body(carry, inp):
+        dh, dhr = carry
+        dhs_t, res_t, hp, m_t, r_t = inp
         if dhs_t is not None:
             dh = dh + dhs_t
         zr = rec.value(res_t[:, :2 * n], 2)
@@ -414,15 +424,17 @@ def _gru_core_bwd(cfg: _Config, saved, cts):
         dh_prev = dh_c * z + _rec_proj_t(dhz, ut, hm, 3)
         if keep is not None:
             dh_prev = dh_prev + jnp.where(keep, 0, dh)
-        return dh_prev, (dzr, dn)
+        return _route_reset(r_t, dh_prev, dhr), (dzr, dn)
 
-    dh0, (dzr, dn) = _scan(body, dh_t, (dhs, res, hprev, mask), cfg, reverse=True)
+    zero = None if reset is None else jnp.zeros_like(dh_t)
+    (dh0, dhr), (dzr, dn) = _scan(body, (dh_t, zero), (dhs, res, hprev, mask, reset), cfg,
+                                  reverse=True)
     r = rec.value(res[..., :2 * n], 2)[..., n:]
     dhh = dn * r
     dzx = jnp.concatenate([dzr, dn], axis=-1)
     du = _rec_grad_u(hprev, jnp.concatenate([dzr, dhh], axis=-1), hm, 3)
     drb = None if rb is None else _sum_tb(dhh)
-    return (*_proj_grads(x, w, b, xm, 3, dzx), du, drb, dh0, None, None, None)
+    return (*_proj_grads(x, w, b, xm, 3, dzx), du, drb, dh0, None, None, None, None, dhr)
 
 
 _gru_core.defvjp(_gru_core_fwd, _gru_core_bwd)
@@ -441,7 +453,7 @@ def _split_hm(hm: Array | None):
 def _grub_step(cfg: _Config, u, hm, h, zx_t, m_t):
     n = h.shape[-1]
     hm_zr, hm_h = _split_hm(hm)
-    zr_pre = zx_t[:, :2 * n] + _rec_proj(h, u[:, :2 * n], hm_zr, 2)
+    zr_pre = zx_t[:, :2 * n] + _cells.project(h, u[:, :2 * n], hm_zr, 2)
     zr = cfg.rec(zr_pre, 2)
     z, r = zr[:, :n], zr[:, n:]
     hd = h if hm_h is None else h * hm_h
@@ -454,39 +466,42 @@ def _grub_step(cfg: _Config, u, hm, h, zx_t, m_t):
 
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
-def _grub_core(cfg: _Config, x, w, b, u, h0, mask, xm, hm):
+def _grub_core(cfg: _Config, x, w, b, u, h0, mask, xm, hm, reset, hr):
     def body(h, inp):
-        x_t, m_t = inp
+        x_t, m_t, r_t = inp
+        h = reset_where(r_t, hr, h)
         h, _ = _grub_step(cfg, u, hm, h, _step_proj(x_t, w, b, xm, 3), m_t)
         return h, (h if cfg.seq else None)
 
-    h, hs = _scan(body, h0, (x, mask), cfg)
+    h, hs = _scan(body, h0, (x, mask, reset), cfg)
     return (hs, h) if cfg.seq else h
 
 
-def _grub_core_fwd(cfg: _Config, x, w, b, u, h0, mask, xm, hm):
+def _grub_core_fwd(cfg: _Config, x, w, b, u, h0, mask, xm, hm, reset, hr):
     zx = _in_proj(x, w, b, xm, 3)
 
     def body(h, inp):
-        h_new, res = _grub_step(cfg, u, hm, h, *inp)
+        zx_t, m_t, r_t = inp
+        h_new, res = _grub_step(cfg, u, hm, reset_where(r_t, hr, h), zx_t, m_t)
         return h_new, (h_new, res)
 
-    h, (hs, res) = _scan(body, h0, (zx, mask), cfg)
+    h, (hs, res) = _scan(body, h0, (zx, mask, reset), cfg)
     out = (hs, h) if cfg.seq else h
-    return out, (res, hs, x, w, b, u, h0, mask, xm, hm)
+    return out, (res, hs, x, w, b, u, h0, mask, xm, hm, reset, hr)
 
 
 def _grub_core_bwd(cfg: _Config, saved, cts):
-    res, hs, x, w, b, u, h0, mask, xm, hm = saved
+    res, hs, x, w, b, u, h0, mask, xm, hm, reset, hr = saved
     dhs, dh_t = cts if cfg.seq else (None, cts)
     n = h0.shape[-1]
     rec, act = cfg.rec, cfg.act
     hm_zr, hm_h = _split_hm(hm)
     ut_zr, ut_h = u[:, :2 * n].T, u[:, 2 * n:].T
-    hprev = _prev(h0, hs)
+    hprev = _entering(h0, hs, reset, hr)
 
-    def body(dh, inp):
-        dhs_t, res_t, hp, m_t = inp
+    def body(carry, inp):
+        dh, dhr = carry
+        dhs_t, res_t, hp, m_t, r_t = inp
         if dhs_t is not None:
             dh = dh + dhs_t
         zr = rec.value(res_t[:, :2 * n], 2)
@@ -503,14 +518,16 @@ def _grub_core_bwd(cfg: _Config, saved, cts):
             (dhd if hm_h is None else dhd * hm_h)
         if keep is not None:
             dh_prev = dh_prev + jnp.where(keep, 0, dh)
-        return dh_prev, jnp.concatenate([dzr, dn], axis=-1)
+        return _route_reset(r_t, dh_prev, dhr), jnp.concatenate([dzr, dn], axis=-1)
 
-    dh0, dzx = _scan(body, dh_t, (dhs, res, hprev, mask), cfg, reverse=True)
+    zero = None if reset is None else jnp.zeros_like(dh_t)
+    (dh0, dhr), dzx = _scan(body, (dh_t, zero), (dhs, res, hprev, mask, reset), cfg,
+                            reverse=True)
     r = rec.value(res[..., :2 * n], 2)[..., n:]
     q = r * (hprev if hm_h is None else hprev * hm_h[None])
     du = jnp.concatenate([_rec_grad_u(hprev, dzx[..., :2 * n], hm_zr, 2),
                           _tmm(q, dzx[..., 2 * n:])], axis=1)
-    return (*_proj_grads(x, w, b, xm, 3, dzx), du, dh0, None, None, None)
+    return (*_proj_grads(x, w, b, xm, 3, dzx), du, dh0, None, None, None, None, dhr)
 
 
 _grub_core.defvjp(_grub_core_fwd, _grub_core_bwd)
@@ -525,11 +542,11 @@ def _lstm_perm(a: Array, n: int, axis: int = -1) -> Array:
     return jnp.concatenate([i, f, o, g], axis=axis)
 
 
-def _prepare(cell: Any, params: dict, dropout: Any):
-    """The cell's loop: ``run(x [T, B, F], states, mask [T, B] | None, seq)``."""
+def _prepare(cell: Any, params: dict, dropout: Any, seq: bool, unroll: int):
+    """The cell's loop: ``run(x [T, B, F], states, mask [T, B] | None, reset [T, B] | None,
+    reset_states) -> (outputs [T, B, H] or None, final states)``, states as flat tuples."""
     x_mask, h_mask = dropout if dropout is not None else (None, None)
-    cfg_of = functools.partial(_Config, _Act.of(cell.recurrent_activation),
-                               _Act.of(cell.activation))
+    cfg = _Config(_Act.of(cell.recurrent_activation), _Act.of(cell.activation), seq, unroll)
     n = cell.units
     w, u = params["kernel"], params["recurrent_kernel"]
     b = params.get("bias")
@@ -541,9 +558,10 @@ def _prepare(cell: Any, params: dict, dropout: Any):
         if h_mask is not None and h_mask.ndim == 3:
             h_mask = _lstm_perm(h_mask, n, axis=0)
 
-        def run_lstm(x, states, mask, seq, unroll):
+        def run_lstm(x, states, mask, reset, reset_states):
             h0, c0 = states
-            out = _lstm_core(cfg_of(seq, unroll), x, w, b, u, h0, c0, mask, x_mask, h_mask)
+            hr, cr = reset_states or (None, None)
+            out = _lstm_core(cfg, x, w, b, u, h0, c0, mask, x_mask, h_mask, reset, hr, cr)
             return (out[0], out[1:]) if seq else (None, out)
 
         return run_lstm
@@ -554,68 +572,31 @@ def _prepare(cell: Any, params: dict, dropout: Any):
         b, rb = b[0] + jnp.concatenate([b[1][:2 * n], jnp.zeros_like(b[1][2 * n:])]), \
             b[1][2 * n:]
 
-    def run(x, states, mask, seq, unroll):
+    def run(x, states, mask, reset, reset_states):
         (h0,) = states
-        cfg = cfg_of(seq, unroll)
+        (hr,) = reset_states or (None,)
         if cell.reset_after:
-            out = _gru_core(cfg, x, w, b, u, rb, h0, mask, x_mask, h_mask)
+            out = _gru_core(cfg, x, w, b, u, rb, h0, mask, x_mask, h_mask, reset, hr)
         else:
-            out = _grub_core(cfg, x, w, b, u, h0, mask, x_mask, h_mask)
+            out = _grub_core(cfg, x, w, b, u, h0, mask, x_mask, h_mask, reset, hr)
         return (out[0], (out[1],)) if seq else (None, (out,))
 
     return run
 
 
-def _residual_bytes(cell: Any, x: Array) -> int:
+def _residual_bytes(cell: Any, x: Array) -> Any:
+    """What the forward loop saves for the backward pass (may be symbolic)."""
     t, b, _ = x.shape
     gates = 4 if isinstance(cell, _cells.LSTMCell) else 3
     return t * b * cell.units * (2 * gates + 3) * x.dtype.itemsize
-
-
-def _segment_length(remat: Any, t: int) -> int | None:
-    if remat is False or remat is None:
-        return None
-    if remat is True:
-        return max(16, math.isqrt(t))
-    if isinstance(remat, int) and remat > 0:
-        return remat
-    raise ValueError(f"fused_rnn: remat must be None, True, False or a positive int; got "
-                     f"{remat!r}.")
-
-
-def _run_segmented(run, x, states, mask, seq, unroll, k):
-    """`run` over segments of `k` steps, each under `jax.checkpoint`: O(T/k + k) memory."""
-    t = x.shape[0]
-    nseg, rest = divmod(t, k)
-
-    @jax.checkpoint
-    def segment(states, x_seg, m_seg):
-        return run(x_seg, states, m_seg, seq, unroll)
-
-    def body(states, inp):
-        hs, states = segment(states, *inp)
-        return states, hs
-
-    head = (x[:nseg * k].reshape(nseg, k, *x.shape[1:]),
-            None if mask is None else mask[:nseg * k].reshape(nseg, k, *mask.shape[1:]))
-    states, hs = lax.scan(body, states, head)
-    if seq:
-        hs = hs.reshape(nseg * k, *hs.shape[2:])
-    if rest:
-        hs_rest, states = segment(states, x[nseg * k:],
-                                  None if mask is None else mask[nseg * k:])
-        if seq:
-            hs = jnp.concatenate([hs, hs_rest], axis=0)
-    return hs, states
 
 
 # ----------------------------------------------------------------------------- entry point
 
 
 def fused_rnn(cell: Any, params: Any, states: Any, xs: Array, mask: Array | None,
-              dropout: Any, *, go_backwards: bool, unroll: int | bool,
-              zero_output_for_mask: bool, return_sequences: bool, stacked: bool,
-              remat: bool | int | None = None) -> tuple[Array, Any]:
+              reset: Array | None, reset_states: Any, dropout: Any,
+              opts: LoopOptions) -> tuple[Array, Any]:
     """Runs an LSTM/GRU cell (or a stack of them) over time; same results as `scan_rnn`.
 
     Args:
@@ -623,40 +604,37 @@ def fused_rnn(cell: Any, params: Any, states: Any, xs: Array, mask: Array | None
       params: the cell's params in the compute dtype (a stack: a list of dicts).
       states: the initial states, ``LSTMState(h, c)`` or ``(h,)`` of [B, H] arrays (a
         stack: a tuple with one entry per cell).
-      xs: [T, B, F] time-major inputs.
+      xs: [T, B, F] time-major inputs, in processing order.
       mask: [T, B] booleans, True where a step is real, or None.
+      reset: [T, B] booleans, True where the states are replaced by `reset_states` before
+        the step, or None.
+      reset_states: states like `states` (used only with `reset`).
       dropout: from `jaxrnn._cells.make_dropout`: None, or ``(input_mask, recurrent_mask)``
         (a stack: one such entry per cell).
-      go_backwards, unroll, zero_output_for_mask, return_sequences, stacked: as for
-        `jaxrnn._scan.scan_rnn`.
-      remat: memory for long sequences. ``None`` (default): automatic, segments are
-        checkpointed when a layer's residuals would exceed `REMAT_AUTO_BYTES`;
-        ``False``: never; ``True``: segments of about sqrt(T) steps; an int k: segments
-        of k steps. Results do not depend on it.
+      opts: the loop's options. ``opts.remat=None`` checkpoints segments of about sqrt(T)
+        steps when a layer's residuals would exceed ``opts.remat_threshold`` bytes.
 
     Returns:
       ``(outputs, final_states)``: outputs [T, B, H] in processing order when
       `return_sequences`, else the last processed output [B, H]; the final states with the
       structure of `states`.
-
-    A stack runs layer by layer over the whole sequence, each cell with the same mask. This
-    equals Keras's step-by-step stack: at a masked step every cell's states are reverted and
-    the output replaced, so what a masked step feeds the next cell never matters.
     """
 
-    def run_one(c, p, s, x, mask, d, seq):
-        run = _prepare(c, p, d)
+    def run_one(c, p, s, x, mask, reset, rs, d, seq):
+        run = _prepare(c, p, d, seq, opts.unroll)
+        reset_flat = None if reset is None else tuple(jax.tree.leaves(rs))
+
+        def piece(states, inp):
+            x_seg, m_seg, r_seg = inp
+            hs, states = run(x_seg, states, m_seg, r_seg, reset_flat)
+            return states, hs
+
+        t = x.shape[0]
+        k = segment_length(opts, t, auto_segment(opts, _residual_bytes(c, x), t))
+        inputs = (x, mask, reset)
         flat = tuple(jax.tree.leaves(s))
-        k = _segment_length(remat, x.shape[0])
-        if remat is None and _residual_bytes(c, x) > REMAT_AUTO_BYTES:
-            k = _segment_length(True, x.shape[0])
-        if k is not None and k < x.shape[0]:
-            hs, fin = _run_segmented(run, x, flat, mask, seq, unroll, k)
-        else:
-            hs, fin = run(x, flat, mask, seq, unroll)
+        fin, hs = segmented(piece, flat, inputs, k) if k else piece(flat, inputs)
         return hs, jax.tree.unflatten(jax.tree.structure(s), list(fin))
 
-    return run_layerwise(run_one, cell, params, states, xs, mask, dropout,
-                         go_backwards=go_backwards,
-                         zero_output_for_mask=zero_output_for_mask,
-                         return_sequences=return_sequences, stacked=stacked)
+    return run_layerwise(run_one, cell, params, states, xs, mask, reset, reset_states, dropout,
+                         opts)

@@ -90,6 +90,8 @@ def save(path: str | os.PathLike, layer: Any, params: Any) -> None:
 
     Raises:
       TypeError: the layer has no config, or params hold something other than arrays.
+      ValueError, TypeError: the params do not fit the layer (the error the layer's call
+        would give), so that a bad checkpoint is never written.
 
     Example:
       >>> import os, tempfile, jax, jaxrnn as jr
@@ -105,6 +107,15 @@ def save(path: str | os.PathLike, layer: Any, params: Any) -> None:
     config = json.dumps(_registry.serialize(layer))
     arrays: dict[str, np.ndarray] = {}
     structure = _flatten(params, "", arrays)
+    check = getattr(layer, "check_params", None)
+    if check is not None:
+        try:
+            check(params)
+        except (ValueError, TypeError) as e:
+            if type(e) not in (ValueError, TypeError):
+                raise
+            raise type(e)(f"jaxrnn.save: the params do not fit {type(layer).__name__}: {e} "
+                          "Nothing was written.") from None
     from jaxrnn import __version__
 
     metadata = {"format": FORMAT, "format_version": str(FORMAT_VERSION),

@@ -15,27 +15,32 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from jaxrnn import _cells, _fused, _parallel, _registry, _scan
+from jaxrnn import _cells, _engines, _parallel, _registry
+from jaxrnn._cells import check_bool
+from jaxrnn._loop import LoopOptions, static_size
 
 Array = jax.Array
 
-_CELL_ARGS = {
-    _cells.SimpleRNNCell: {f.name for f in dataclasses.fields(_cells.SimpleRNNCell)},
-    _cells.LSTMCell: {f.name for f in dataclasses.fields(_cells.LSTMCell)},
-    _cells.GRUCell: {f.name for f in dataclasses.fields(_cells.GRUCell)},
-}
 _FLAGS = ("return_sequences", "return_state", "go_backwards", "stateful",
-          "zero_output_for_mask", "time_major")
+          "zero_output_for_mask", "time_major", "learn_initial_state")
+# What ``remat_threshold=None`` means: bytes of saved activations per layer above which
+# ``remat=None`` checkpoints. One figure for every backend for now (no accelerator has been
+# measured); a layer that needs another sets its own.
+_REMAT_THRESHOLD = 1 << 30
 MERGE_MODES = ("concat", "sum", "mul", "ave", None)
-
-
-def _check_bool(value: Any, name: str, who: str) -> None:
-    if not isinstance(value, bool):
-        raise TypeError(f"{who}: {name} must be True or False; got {value!r}.")
 
 
 def _shape_of(x: Any) -> tuple:
     return tuple(getattr(x, "shape", jnp.shape(x)))
+
+
+def _same_shape(got: tuple, want: tuple) -> bool:
+    """Shape equality that only judges static sizes: a symbolic size (`jax.export`, or an
+    exporter's own placeholder) matches anything, since Python cannot compare it."""
+    if len(got) != len(want):
+        return False
+    return all(static_size(g) is None or static_size(w) is None or static_size(g) ==
+               static_size(w) for g, w in zip(got, want))
 
 
 def _split_key(rng: Array | None, n: int) -> list:
@@ -81,11 +86,22 @@ class RNN:
         cast to it for the loop. ``None`` computes in the inputs' and params' dtype.
       param_dtype: the dtype `init` creates params in when it is not given one
         (default float32).
-      remat: memory for training on long sequences, on the fused path: ``None``
-        checkpoints segments of the sequence automatically when the saved activations
-        would pass 1 GiB; ``True`` always, in segments of about sqrt(T) steps; an int k,
-        in segments of k steps; ``False`` never. The backward pass recomputes one
-        segment at a time. Results never depend on it.
+      remat: memory for training on long sequences, on every engine: ``None``
+        checkpoints segments of the sequence automatically (the fused and generic engines
+        when a layer's saved activations would pass `remat_threshold`; the parallel cells
+        in chunks of 512 steps with the sequential solver); ``True`` always, in segments
+        of about sqrt(T) steps; an int k, in segments of k steps; ``False`` never. The
+        backward pass recomputes one segment at a time. Results never depend on it.
+      remat_threshold: bytes of saved activations per layer above which ``remat=None``
+        checkpoints; ``None``: 1 GiB.
+      solver: how the parallel cells solve their linear recurrence:
+        ``"associative"`` (`jax.lax.associative_scan`, O(log T) depth),
+        ``"sequential"`` (a `jax.lax.scan` over precomputed coefficients) or ``None``:
+        sequential on CPU, where it is faster, associative elsewhere.
+      learn_initial_state: learn the state every sequence (and every segment after a
+        reset) starts from: `init` returns ``{"cell": <cell params>, "initial_state":
+        <states of batch size 1>}`` (zeros to start), broadcast over the batch when no
+        `initial_state` is passed.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn as jr
@@ -109,6 +125,9 @@ class RNN:
     dtype: str | None = None
     param_dtype: str | None = None
     remat: bool | int | None = None
+    remat_threshold: int | None = None
+    solver: str | None = None
+    learn_initial_state: bool = False
 
     def __post_init__(self):
         cell = self.cell
@@ -123,7 +142,7 @@ class RNN:
                 f"{type(cell).__name__} without {missing}. Pass e.g. jaxrnn.LSTMCell(32)."
             )
         for name in _FLAGS:
-            _check_bool(getattr(self, name), name, "RNN")
+            check_bool(getattr(self, name), name, "RNN")
         u = self.unroll
         if not isinstance(u, bool) and (not isinstance(u, int) or u < 1):
             raise ValueError(
@@ -138,17 +157,17 @@ class RNN:
             )
         for name in ("parallel", "fused"):
             if getattr(self, name) is not None:
-                _check_bool(getattr(self, name), name, "RNN")
-        if self.parallel and not _parallel.supports(cell):
+                check_bool(getattr(self, name), name, "RNN")
+        _engines.choose(cell, self.parallel, self.fused)  # rejects impossible demands now
+        t = self.remat_threshold
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int) or t < 0):
             raise ValueError(
-                f"RNN: parallel=True needs a cell with a linear recurrence (MinGRUCell, "
-                f"MinLSTMCell, LRUCell, or stacks of them); {type(cell).__name__} has none. Use "
-                "parallel=None or False."
+                f"RNN: remat_threshold must be None or a number of bytes >= 0; got {t!r}."
             )
-        if self.fused and not _fused.supports(cell):
+        if self.solver is not None and self.solver not in _parallel.SOLVERS:
             raise ValueError(
-                f"RNN: fused=True needs LSTMCell or GRUCell cells (alone or stacked); got "
-                f"{type(cell).__name__}. Use fused=None or False."
+                f"RNN: solver must be one of {list(_parallel.SOLVERS)} or None (the "
+                f"backend's default); got {self.solver!r}."
             )
         for name in ("dtype", "param_dtype"):
             value = getattr(self, name)
@@ -174,12 +193,16 @@ class RNN:
         return isinstance(self.cell, _cells.StackedRNNCells)
 
     def init(self, key: Array, input_shape: Sequence[int | None], dtype=None) -> Any:
-        """Creates the cell's params for inputs of `input_shape`.
+        """Creates the params for inputs of `input_shape`.
 
         Args:
           key: a `jax.random` key.
           input_shape: (B, T, F) ((T, B, F) when time_major); B and T may be None.
           dtype: the params' dtype; default the layer's `param_dtype`, else float32.
+
+        Returns:
+          The cell's params; with ``learn_initial_state``, ``{"cell": <the cell's params>,
+          "initial_state": <the cell's zero states for a batch of 1>}``.
         """
         if dtype is None:
             dtype = self.param_dtype or jnp.float32
@@ -189,22 +212,70 @@ class RNN:
                 f"RNN.init: input_shape must be (batch, time, features) with an int number of "
                 f"features (batch and time may be None); got {input_shape!r}."
             )
-        return self.cell.init(key, shape[-1], dtype)
+        params = self.cell.init(key, shape[-1], dtype)
+        if self.learn_initial_state:
+            return {"cell": params,
+                    "initial_state": _cells.initial_state_of(self.cell, 1, dtype)}
+        return params
 
-    def _check_params(self, params: Any, f: int) -> None:
+    def _split_params(self, params: Any) -> tuple[Any, Any]:
+        """``(cell params, learned initial states or None)``, the latter checked."""
+        learned_keys = {"cell", "initial_state"}
+        is_learned = isinstance(params, dict) and set(params) == learned_keys
+        if not self.learn_initial_state:
+            if is_learned:
+                raise ValueError(
+                    "RNN: params hold a learned initial state ({'cell', 'initial_state'}) but "
+                    "the layer has learn_initial_state=False. Build the layer with "
+                    "learn_initial_state=True, or pass params['cell']."
+                )
+            return params, None
+        if not is_learned:
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(
+                "RNN: learn_initial_state=True needs params {'cell': ..., 'initial_state': "
+                f"...}}; got {got}. Re-create them with layer.init(key, input_shape), or wrap "
+                "existing cell params: {'cell': params, 'initial_state': "
+                "cell.get_initial_state(1)}."
+            )
+        like = _cells.initial_state_of(self.cell, 1)
+        given = params["initial_state"]
+        leaves = jax.tree.leaves(given)
+        expected = [e.shape for e in jax.tree.leaves(like)]
+        if len(leaves) != len(expected) or any(_shape_of(g) != e
+                                                for g, e in zip(leaves, expected)):
+            raise ValueError(
+                f"RNN: params['initial_state'] must hold {len(expected)} arrays with shapes "
+                f"{expected} (the cell's states for a batch of 1); got "
+                f"{[_shape_of(g) for g in leaves]}. Re-create the params with "
+                "layer.init(key, input_shape)."
+            )
+        return params["cell"], jax.tree.unflatten(jax.tree.structure(like), leaves)
+
+    def check_params(self, params: Any, input_dim: int | None = None) -> int | None:
+        """Raises the error a call would raise for `params` that do not fit this layer
+        (for `input_dim` features when given); returns their input_dim F (None when the
+        cell cannot tell it)."""
+        cell_params, _ = self._split_params(params)
+        return self._check_cell_params(cell_params, input_dim)
+
+    def _check_cell_params(self, params: Any, f: int | None) -> int | None:
         check = getattr(self.cell, "check_params", None)
         if check is None:
-            return
+            return None
         try:
             want = check(params, None)
         except (ValueError, TypeError) as e:
+            if type(e) not in (ValueError, TypeError):  # never rebuild a foreign type
+                raise
             raise type(e)(f"RNN: {e}") from None
-        if want is not None and want != f:
+        if want is not None and f is not None and want != f:
             raise ValueError(
                 f"RNN: sequences must be [B, T, F] with F={want} (the params' input_dim); got "
                 f"{f} features. Re-create the params with layer.init(key, (B, T, {f})), or "
                 f"feed {want} features."
             )
+        return want
 
     def _check_sequences(self, sequences: Any) -> Array:
         try:
@@ -214,8 +285,17 @@ class RNN:
                 f"RNN: sequences must be an array [B, T, F]; got {type(sequences).__name__}."
             ) from None
         layout = "[T, B, F]" if self.time_major else "[B, T, F]"
+        integer = jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_
         if x.ndim != 3:
-            hint = " For one sequence, add a batch axis: x[None]." if x.ndim == 2 else ""
+            hint = ""
+            if x.ndim == 2 and integer:
+                hint = (" Integer [B, T] inputs look like token ids: map them to vectors first "
+                        "(an embedding, e.g. embedding_table[ids] -> [B, T, E]), or, if they "
+                        "are one scalar feature per step, use x[..., None].astype(jnp.float32) "
+                        "-> [B, T, 1].")
+            elif x.ndim == 2:
+                hint = (" For one sequence, add a batch axis: x[None]; for one feature per "
+                        "step, add a feature axis: x[..., None].")
             raise ValueError(
                 f"RNN: sequences must be a 3-D array {layout}; got shape {x.shape} "
                 f"(rank {x.ndim}).{hint}"
@@ -227,9 +307,11 @@ class RNN:
                 "least one step. Drop empty batches before calling the layer."
             )
         if not jnp.issubdtype(x.dtype, jnp.floating):
+            hint = (" Integer ids need an embedding first (embedding_table[ids])." if integer
+                    else "")
             raise TypeError(
                 f"RNN: sequences must be floating point; got dtype {x.dtype}. Cast them, e.g. "
-                "x.astype(jnp.float32)."
+                f"x.astype(jnp.float32).{hint}"
             )
         return x
 
@@ -238,13 +320,36 @@ class RNN:
         if mask is None:
             return None
         m = jnp.asarray(mask)
-        if m.shape != (batch, time):
+        if not _same_shape(m.shape, (batch, time)):
             raise ValueError(
                 f"RNN: mask must be [B, T] = ({batch}, {time}) booleans, True where a step is "
                 f"real; got shape {m.shape}. Build it as e.g. "
                 "jnp.arange(T)[None, :] < lengths[:, None]."
             )
         return m if m.dtype == jnp.bool_ else m != 0
+
+    @staticmethod
+    def _check_reset(reset: Any, batch: int, time: int) -> Array | None:
+        if reset is None:
+            return None
+        try:
+            r = jnp.asarray(reset)
+        except TypeError:
+            raise TypeError(
+                f"RNN: reset must be a [B, T] bool array; got {type(reset).__name__}."
+            ) from None
+        if r.dtype != jnp.bool_:
+            raise TypeError(
+                f"RNN: reset must be a [B, T] bool array, True where a step starts a new "
+                f"segment; got dtype {r.dtype}. Convert it, e.g. reset = starts != 0 (or "
+                "starts.astype(bool))."
+            )
+        if not _same_shape(r.shape, (batch, time)):
+            raise ValueError(
+                f"RNN: reset must be [B, T] = ({batch}, {time}) booleans (also when "
+                f"time_major), True where a step starts a new segment; got shape {r.shape}."
+            )
+        return r
 
     def _check_states(self, given: Any, batch: int, dtype, arg: str) -> Any:
         like = _cells.initial_state_of(self.cell, batch, dtype)
@@ -294,18 +399,28 @@ class RNN:
         training: bool = False,
         rng: Array | None = None,
         state: Any = None,
+        reset: Array | None = None,
     ) -> Any:
         """Runs the layer.
 
         Args:
-          params: from `init` (the cell's params).
+          params: from `init` (the cell's params; with ``learn_initial_state``,
+            ``{"cell": ..., "initial_state": ...}``).
           sequences: [B, T, F] float array ([T, B, F] when time_major).
           initial_state: a list with one [B, H] array per state of the cell (a stack:
-            one entry per cell); zeros when None.
-          mask: [B, T] booleans, True where a step is real.
+            one entry per cell); zeros (or the learned state) when None.
+          mask: [B, T] booleans, True where a step is real. What masked steps hold never
+            reaches the outputs or the gradients (NaN padding included).
           training: apply the cell's dropout.
           rng: a `jax.random` key; needed when training with dropout.
           state: for a stateful layer, the state from `reset_state` or the previous call.
+          reset: [B, T] booleans (also when time_major), True where step t starts a new
+            segment of sample b, in input order: before step t runs, sample b's states are
+            replaced by the initial state (`initial_state`, the learned one, or zeros).
+            With `go_backwards` the segments are the same, each run from its last step
+            back to its first. A reset changes only the states; masks keep their meaning.
+            At t=0 it is a no-op, except in a stateful layer, where it starts the chunk
+            from the initial state instead of the carried one.
 
         Returns:
           ``output`` ([B, T, H] with return_sequences, else [B, H]); with return_state the
@@ -320,17 +435,26 @@ class RNN:
             time, batch, features = x.shape
         else:
             batch, time, features = x.shape
-        self._check_params(params, features)
+        params, learned = self._split_params(params)
+        self._check_cell_params(params, features)
         mask = self._check_mask(mask, batch, time)
+        reset = self._check_reset(reset, batch, time)
         if self.dtype is not None:
             dtype = jnp.dtype(self.dtype)
             x = x.astype(dtype)
-            params = jax.tree.map(
+            params, learned = jax.tree.map(
                 lambda p: p.astype(dtype) if jnp.issubdtype(jnp.result_type(p), jnp.floating)
-                else p, params)
+                else p, (params, learned))
         else:
             dtype = jnp.result_type(x.dtype, *[p.dtype for p in jax.tree.leaves(params)
                                                if hasattr(p, "dtype")])
+        if learned is None:
+            start = _cells.initial_state_of(self.cell, batch, dtype)
+        else:
+            start = jax.tree.map(lambda s: jnp.broadcast_to(s.astype(dtype), (batch,) +
+                                                            s.shape[1:]), learned)
+        if initial_state is not None:
+            start = self._check_states(initial_state, batch, dtype, "initial_state")
         if self.stateful:
             if state is None and initial_state is None:
                 raise ValueError(
@@ -338,51 +462,55 @@ class RNN:
                     f"state = layer.reset_state({batch}), then pass the state each call "
                     "returns to the next call."
                 )
-            given, arg = (initial_state, "initial_state") if initial_state is not None \
-                else (state, "state")
-            states = self._check_states(given, batch, dtype, arg)
+            states = start if initial_state is not None else \
+                self._check_states(state, batch, dtype, "state")
         else:
             if state is not None:
                 raise ValueError(
                     "RNN: state= is for stateful=True layers; this layer is not stateful. "
                     "Pass initial_state= instead, or build the layer with stateful=True."
                 )
-            states = (_cells.initial_state_of(self.cell, batch, dtype) if initial_state is None
-                      else self._check_states(initial_state, batch, dtype, "initial_state"))
+            states = start
         dropout = _cells.make_dropout(self.cell, rng, training, batch, features, dtype)
 
         xs = x if self.time_major else jnp.swapaxes(x, 0, 1)
         mask_t = None if mask is None else mask.T
-        options: dict[str, Any] = dict(
-            go_backwards=self.go_backwards,
-            unroll=self.unroll if self.unroll is not False else 1,
-            zero_output_for_mask=self.zero_output_for_mask,
-            return_sequences=self.return_sequences,
-            stacked=self._stacked,
-        )
-        if self.parallel is not False and _parallel.supports(self.cell):
-            outputs, final = _parallel.parallel_rnn(self.cell, params, states, xs, mask_t,
-                                                    dropout, **options)
-        elif self.fused is not False and _fused.supports(self.cell):
-            outputs, final = _fused.fused_rnn(self.cell, params, states, xs, mask_t, dropout,
-                                              remat=self.remat, **options)
-        else:
-            outputs, final = _scan.scan_rnn(
-                lambda x_t, s: _cells.apply_cell(self.cell, params, x_t, s, dropout),
-                states, xs, mask_t, **options)
+        if mask_t is not None:
+            # Masked steps compute on zeros, so that whatever they held (NaN padding) reaches
+            # neither the outputs nor, through a product with a zero cotangent, the gradients.
+            xs = jnp.where(mask_t[:, :, None], xs, jnp.zeros((), xs.dtype))
+        outputs, final = _engines.run(
+            _engines.choose(self.cell, self.parallel, self.fused), self.cell, params, states,
+            xs, mask_t, None if reset is None else reset.T, start if reset is not None else None,
+            dropout, self._loop_options())
         if self.return_sequences and not self.time_major:
             outputs = jnp.swapaxes(outputs, 0, 1)
         result = (outputs, *final) if self.return_state else outputs
         return (result, final) if self.stateful else result
 
+    def _loop_options(self) -> LoopOptions:
+        threshold = self.remat_threshold
+        return LoopOptions(
+            go_backwards=self.go_backwards,
+            unroll=self.unroll if self.unroll is not False else 1,
+            zero_output_for_mask=self.zero_output_for_mask,
+            return_sequences=self.return_sequences,
+            remat=self.remat,
+            remat_threshold=_REMAT_THRESHOLD if threshold is None else threshold,
+            solver=self.solver or _parallel.default_solver(),
+        )
+
     def reset_state(self, batch_size: int, states: Sequence[Array] | None = None,
-                    dtype=jnp.float32) -> Any:
-        """The state to start a stateful layer with: zeros, or the checked `states`.
+                    dtype=jnp.float32, params: Any = None) -> Any:
+        """The state to start a stateful layer with: zeros, the learned initial state, or
+        the checked `states`.
 
         Args:
           batch_size: B.
           states: optional list with one [B, H] array per state (a stack: per cell).
           dtype: dtype of the zeros.
+          params: with ``learn_initial_state``, the layer's params: start from the learned
+            state, broadcast over the batch (default: zeros).
 
         Returns:
           The states' tuple (an `LSTMState` for an LSTM), to pass as ``state=``.
@@ -390,6 +518,15 @@ class RNN:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"RNN.reset_state: batch_size must be a positive int; got "
                              f"{batch_size!r}.")
+        if states is None and params is not None:
+            _, learned = self._split_params(params)
+            if learned is None:
+                raise ValueError(
+                    "RNN.reset_state: params= starts from the learned initial state, but the "
+                    "layer has learn_initial_state=False. Drop params=."
+                )
+            return jax.tree.map(lambda s: jnp.broadcast_to(s, (batch_size,) + s.shape[1:]),
+                                learned)
         if states is None:
             return _cells.initial_state_of(self.cell, batch_size, dtype)
         dtype = jnp.result_type(*[jnp.asarray(s).dtype for s in jax.tree.leaves(states)])
@@ -401,9 +538,12 @@ class RNN:
         """JSON-serializable configuration, the cell's config nested."""
         config = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         config["cell"] = _registry.serialize(self.cell)
-        for name in ("parallel", "fused", "dtype", "param_dtype", "remat"):  # omit defaults
+        for name in ("parallel", "fused", "dtype", "param_dtype", "remat", "remat_threshold",
+                     "solver"):  # omit defaults
             if config[name] is None:
                 del config[name]
+        if not config["learn_initial_state"]:
+            del config["learn_initial_state"]
         return config
 
     @classmethod
@@ -414,22 +554,33 @@ class RNN:
         return cls(**config)
 
 
-def _shorthand(cell_cls: type, units: int, kwargs: dict) -> RNN:
-    layer_args = {f.name for f in dataclasses.fields(RNN)} - {"cell"}
-    cell_kw = {k: v for k, v in kwargs.items() if k in _CELL_ARGS[cell_cls]}
-    layer_kw = {k: v for k, v in kwargs.items() if k in layer_args}
-    unknown = sorted(set(kwargs) - set(cell_kw) - set(layer_kw))
-    if unknown:
-        raise TypeError(
-            f"{cell_cls.__name__.removesuffix('Cell')}: unexpected arguments {unknown}. Cell "
-            f"arguments: {sorted(_CELL_ARGS[cell_cls] - {'units'})}; layer arguments: "
-            f"{sorted(layer_args)}."
-        )
-    return RNN(cell_cls(units, **cell_kw), **layer_kw)
+_LAYER_ARGS = tuple(f.name for f in dataclasses.fields(RNN) if f.name != "cell")
+
+def _layer(cell: Any, args: dict[str, Any]) -> RNN:
+    """``RNN(cell, **layer arguments)`` from a shorthand's local variables."""
+    return RNN(cell, **{name: args[name] for name in _LAYER_ARGS})
 
 
-def SimpleRNN(units: int, **kwargs) -> RNN:
-    """``RNN(SimpleRNNCell(units, ...), ...)``, the arguments split between cell and layer.
+def SimpleRNN(
+    units: int, *, activation: _cells.Activation = "tanh", use_bias: bool = True,
+    kernel_initializer: _cells.Initializer = "glorot_uniform",
+    recurrent_initializer: _cells.Initializer = "orthogonal",
+    bias_initializer: _cells.Initializer = "zeros", dropout: float = 0.0,
+    recurrent_dropout: float = 0.0,
+    return_sequences: bool = False, return_state: bool = False, go_backwards: bool = False,
+    stateful: bool = False, unroll: bool | int = False, zero_output_for_mask: bool = False,
+    time_major: bool = False, parallel: bool | None = None, fused: bool | None = None,
+    dtype: str | None = None, param_dtype: str | None = None,
+    remat: bool | int | None = None, remat_threshold: int | None = None,
+    solver: str | None = None, learn_initial_state: bool = False,
+) -> RNN:
+    """``RNN(SimpleRNNCell(units, ...), ...)``, as Keras's ``SimpleRNN``.
+
+    Cell arguments: activation, use_bias, kernel_initializer, recurrent_initializer,
+    bias_initializer, dropout, recurrent_dropout (see `SimpleRNNCell`).
+    Layer arguments (keyword-only, as for `RNN`): return_sequences, return_state,
+    go_backwards, stateful, unroll, zero_output_for_mask, time_major, parallel, fused, dtype,
+    param_dtype, remat, remat_threshold, solver, learn_initial_state.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn as jr
@@ -438,11 +589,34 @@ def SimpleRNN(units: int, **kwargs) -> RNN:
       >>> layer(params, jnp.ones((2, 5, 3))).shape  # [B, H]
       (2, 4)
     """
-    return _shorthand(_cells.SimpleRNNCell, units, kwargs)
+    return _layer(_cells.SimpleRNNCell(
+        units, activation=activation, use_bias=use_bias, kernel_initializer=kernel_initializer,
+        recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
+        dropout=dropout, recurrent_dropout=recurrent_dropout), locals())
 
 
-def LSTM(units: int, **kwargs) -> RNN:
-    """``RNN(LSTMCell(units, ...), ...)``, the arguments split between cell and layer.
+def LSTM(
+    units: int, *, activation: _cells.Activation = "tanh",
+    recurrent_activation: _cells.Activation = "sigmoid", use_bias: bool = True,
+    kernel_initializer: _cells.Initializer = "glorot_uniform",
+    recurrent_initializer: _cells.Initializer = "orthogonal",
+    bias_initializer: _cells.Initializer = "zeros", unit_forget_bias: bool = True,
+    dropout: float = 0.0, recurrent_dropout: float = 0.0,
+    return_sequences: bool = False, return_state: bool = False, go_backwards: bool = False,
+    stateful: bool = False, unroll: bool | int = False, zero_output_for_mask: bool = False,
+    time_major: bool = False, parallel: bool | None = None, fused: bool | None = None,
+    dtype: str | None = None, param_dtype: str | None = None,
+    remat: bool | int | None = None, remat_threshold: int | None = None,
+    solver: str | None = None, learn_initial_state: bool = False,
+) -> RNN:
+    """``RNN(LSTMCell(units, ...), ...)``, as Keras's ``LSTM``.
+
+    Cell arguments: activation, recurrent_activation, use_bias, kernel_initializer,
+    recurrent_initializer, bias_initializer, unit_forget_bias, dropout, recurrent_dropout
+    (see `LSTMCell`).
+    Layer arguments (keyword-only, as for `RNN`): return_sequences, return_state,
+    go_backwards, stateful, unroll, zero_output_for_mask, time_major, parallel, fused, dtype,
+    param_dtype, remat, remat_threshold, solver, learn_initial_state.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn as jr
@@ -451,11 +625,36 @@ def LSTM(units: int, **kwargs) -> RNN:
       >>> layer(params, jnp.ones((2, 7, 3))).shape  # [B, T, H]
       (2, 7, 16)
     """
-    return _shorthand(_cells.LSTMCell, units, kwargs)
+    return _layer(_cells.LSTMCell(
+        units, activation=activation, recurrent_activation=recurrent_activation,
+        use_bias=use_bias, kernel_initializer=kernel_initializer,
+        recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
+        unit_forget_bias=unit_forget_bias, dropout=dropout,
+        recurrent_dropout=recurrent_dropout), locals())
 
 
-def GRU(units: int, **kwargs) -> RNN:
-    """``RNN(GRUCell(units, ...), ...)``, the arguments split between cell and layer.
+def GRU(
+    units: int, *, activation: _cells.Activation = "tanh",
+    recurrent_activation: _cells.Activation = "sigmoid", use_bias: bool = True,
+    kernel_initializer: _cells.Initializer = "glorot_uniform",
+    recurrent_initializer: _cells.Initializer = "orthogonal",
+    bias_initializer: _cells.Initializer = "zeros", dropout: float = 0.0,
+    recurrent_dropout: float = 0.0, reset_after: bool = True,
+    return_sequences: bool = False, return_state: bool = False, go_backwards: bool = False,
+    stateful: bool = False, unroll: bool | int = False, zero_output_for_mask: bool = False,
+    time_major: bool = False, parallel: bool | None = None, fused: bool | None = None,
+    dtype: str | None = None, param_dtype: str | None = None,
+    remat: bool | int | None = None, remat_threshold: int | None = None,
+    solver: str | None = None, learn_initial_state: bool = False,
+) -> RNN:
+    """``RNN(GRUCell(units, ...), ...)``, as Keras's ``GRU``.
+
+    Cell arguments: activation, recurrent_activation, use_bias, kernel_initializer,
+    recurrent_initializer, bias_initializer, dropout, recurrent_dropout, reset_after (see
+    `GRUCell`).
+    Layer arguments (keyword-only, as for `RNN`): return_sequences, return_state,
+    go_backwards, stateful, unroll, zero_output_for_mask, time_major, parallel, fused, dtype,
+    param_dtype, remat, remat_threshold, solver, learn_initial_state.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn as jr
@@ -465,7 +664,12 @@ def GRU(units: int, **kwargs) -> RNN:
       >>> y.shape, h.shape  # [B, H], [B, H]
       ((2, 4), (2, 4))
     """
-    return _shorthand(_cells.GRUCell, units, kwargs)
+    return _layer(_cells.GRUCell(
+        units, activation=activation, recurrent_activation=recurrent_activation,
+        use_bias=use_bias, kernel_initializer=kernel_initializer,
+        recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
+        dropout=dropout, recurrent_dropout=recurrent_dropout, reset_after=reset_after),
+        locals())
 
 
 # ----------------------------------------------------------------------------- Bidirectional
@@ -561,13 +765,33 @@ class Bidirectional:
                 "backward": self.backward.init(kb, input_shape, dtype)}
 
     def reset_state(self, batch_size: int, states: Sequence[Array] | None = None,
-                    dtype=jnp.float32) -> tuple:
-        """``(forward_state, backward_state)`` for a stateful layer; `states` split in half."""
+                    dtype=jnp.float32, params: dict | None = None) -> tuple:
+        """``(forward_state, backward_state)`` for a stateful layer; `states` split in half;
+        with `params` (and ``learn_initial_state``), each direction's learned state."""
         fs = bs = None
         if states is not None:
             fs, bs = self._halves(states, "reset_state(states=...)")
-        return (self.forward.reset_state(batch_size, fs, dtype),
-                self.backward.reset_state(batch_size, bs, dtype))
+        if params is not None:
+            self._check_keys(params)
+        fp, bp = (None, None) if params is None else (params["forward"], params["backward"])
+        return (self.forward.reset_state(batch_size, fs, dtype, params=fp),
+                self.backward.reset_state(batch_size, bs, dtype, params=bp))
+
+    @staticmethod
+    def _check_keys(params: Any) -> None:
+        if not isinstance(params, dict) or set(params) != {"forward", "backward"}:
+            got = sorted(params) if isinstance(params, dict) else type(params).__name__
+            raise ValueError(
+                "Bidirectional: params must be {'forward': ..., 'backward': ...}; got "
+                f"{got}. Create them with layer.init(key, input_shape)."
+            )
+
+    def check_params(self, params: Any, input_dim: int | None = None) -> int | None:
+        """Raises the error a call would raise for `params` that do not fit; returns F."""
+        self._check_keys(params)
+        f = self.forward.check_params(params["forward"], input_dim)
+        b = self.backward.check_params(params["backward"], input_dim)
+        return f if f is not None else b
 
     @staticmethod
     def _halves(states: Sequence[Array], arg: str) -> tuple[list, list]:
@@ -582,14 +806,14 @@ class Bidirectional:
 
     def __call__(self, params: dict, sequences: Array, initial_state: Sequence[Array] | None = None,
                  mask: Array | None = None, training: bool = False, rng: Array | None = None,
-                 state: tuple | None = None) -> Any:
-        """Runs both directions and merges them (see the class docstring)."""
-        if not isinstance(params, dict) or set(params) != {"forward", "backward"}:
-            got = sorted(params) if isinstance(params, dict) else type(params).__name__
-            raise ValueError(
-                "Bidirectional: params must be {'forward': ..., 'backward': ...}; got "
-                f"{got}. Create them with layer.init(key, input_shape)."
-            )
+                 state: tuple | None = None, reset: Array | None = None) -> Any:
+        """Runs both directions and merges them (see the class docstring).
+
+        `reset` ([B, T] booleans, True where a step starts a new segment) cuts both
+        directions at the same steps: the backward layer runs each segment from its last
+        step back to its first, from the initial state, so packed sequences never mix.
+        """
+        self._check_keys(params)
         fs = bs = None
         if initial_state is not None:
             fs, bs = self._halves(initial_state, "initial_state")
@@ -610,8 +834,10 @@ class Bidirectional:
         elif state is not None:
             raise ValueError("Bidirectional: state= is for stateful layers; pass initial_state.")
         kf, kb = _split_key(rng, 2)
-        y = self.forward(params["forward"], sequences, fs, mask, training, kf, f_state)
-        y_rev = self.backward(params["backward"], sequences, bs, mask, training, kb, b_state)
+        y = self.forward(params["forward"], sequences, fs, mask, training, kf, f_state,
+                         reset=reset)
+        y_rev = self.backward(params["backward"], sequences, bs, mask, training, kb, b_state,
+                              reset=reset)
         if self.stateful:
             (y, f_state), (y_rev, b_state) = y, y_rev
         states = ()
@@ -717,21 +943,44 @@ class Sequential:
         return params
 
     def __call__(self, params: list, x: Array, mask: Array | None = None,
-                 training: bool = False, rng: Array | None = None) -> Any:
-        """Applies the layers in turn to `x` [B, T, F]."""
+                 training: bool = False, rng: Array | None = None,
+                 reset: Array | None = None) -> Any:
+        """Applies the layers in turn to `x` [B, T, F]; `mask` and `reset` ([B, T]) go to
+        every layer."""
+        self._check_length(params)
+        for i, (layer, p, k) in enumerate(zip(self.layers, params,
+                                              _split_key(rng, len(self.layers)))):
+            try:
+                x = layer(p, x, mask=mask, training=training, rng=k, reset=reset)
+            except (ValueError, TypeError) as e:
+                if type(e) not in (ValueError, TypeError):  # never rebuild a foreign type
+                    raise
+                raise type(e)(f"Sequential: layers[{i}]: {e}") from None
+        return x
+
+    def _check_length(self, params: Any) -> None:
         if not isinstance(params, (list, tuple)) or len(params) != len(self.layers):
             got = len(params) if isinstance(params, (list, tuple)) else type(params).__name__
             raise ValueError(
                 f"Sequential: params must be a list with one entry per layer "
                 f"({len(self.layers)}); got {got}. Create them with model.init(key, shape)."
             )
-        for i, (layer, p, k) in enumerate(zip(self.layers, params,
-                                              _split_key(rng, len(self.layers)))):
+
+    def check_params(self, params: Any, input_dim: int | None = None) -> int | None:
+        """Raises the error a call would raise for `params` that do not fit (each layer's
+        params, and each layer's width against the next one's); returns F."""
+        self._check_length(params)
+        first, f = None, input_dim
+        for i, (layer, p) in enumerate(zip(self.layers, params)):
             try:
-                x = layer(p, x, mask=mask, training=training, rng=k)
+                got = layer.check_params(p, f)
             except (ValueError, TypeError) as e:
+                if type(e) not in (ValueError, TypeError):
+                    raise
                 raise type(e)(f"Sequential: layers[{i}]: {e}") from None
-        return x
+            first = got if i == 0 else first
+            f = layer.output_size
+        return first
 
     def get_config(self) -> dict[str, Any]:
         return {"layers": [_registry.serialize(layer) for layer in self.layers]}

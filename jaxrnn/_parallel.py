@@ -30,9 +30,14 @@ one step at a time -- Keras 3's semantics, masks and ``go_backwards`` included:
 All the work that depends on the inputs (projections, gates, readout) runs as a few large
 operations over [T, B, *] arrays; only the elementwise recurrence itself is a scan, solved by
 `linear_scan` with a hand-written backward pass (the adjoint is another linear recurrence).
-Its solver is `jax.lax.associative_scan` (O(log T) depth) except on CPU, where a `lax.scan`
-over the precomputed coefficients is faster (see `SOLVER`); there long sequences run in
-chunks that the backward pass recomputes from their initial states (see `CHUNK`).
+Its solver (the layer's ``solver`` argument) is `jax.lax.associative_scan` (O(log T) depth)
+except on CPU, where a `lax.scan` over the precomputed coefficients is faster (see
+`default_solver`); there long sequences run in chunks that the backward pass recomputes from
+their initial states (see `CPU_CHUNK`).
+
+A reset is a zero coefficient: ``a_t = 0``, ``b_t = b_t + a_t h_init``, so a reset sequence
+is still one linear recurrence and stays parallel (in log space, where ``h_init`` may have
+any sign, the reset part is a second recurrence; see `solve`).
 """
 
 from __future__ import annotations
@@ -45,7 +50,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxrnn import _cells, _scan
+from jaxrnn import _cells
+from jaxrnn._loop import LoopOptions, run_layerwise, segment_length, segmented
 
 Array = jax.Array
 
@@ -62,6 +68,7 @@ class LinearRecurrence(NamedTuple):
     h0: Array  # [B, N] the state before the first step (any sign, also in log space)
     readout: Callable[[Array], Array]  # h [T, B, N] -> outputs [T, B, H], right at real steps
     final_states: Callable[[Array, Array], Any]  # (h_T [B, N], output_T [B, H]) -> states
+    encode: Callable[[Any], Array]  # the cell's states -> h [B, N], as h0 was made
     log_space: bool = False  # a, b hold log a_t (<= 0), log b_t (b_t > 0)
     readout_is_state: bool = True  # outputs at masked steps already equal the carried output
 
@@ -74,25 +81,19 @@ def supports(cell: Any) -> bool:
     return callable(getattr(cell, "linear_recurrence", None))
 
 
-# Which solver runs the recurrence once its coefficients are computed: "associative"
-# (`jax.lax.associative_scan`, O(log T) depth, for GPU/TPU), "sequential" (`jax.lax.scan`
-# over the precomputed coefficients: O(T) depth, well under a microsecond per step), or
-# None: "sequential" on CPU, "associative" elsewhere. Measured on a 2-core CPU, [4096, 8, 64]:
-# the scan's forward takes ~1.5 ms, associative_scan's ~7 ms alone but 50-200 ms once XLA
-# fuses its strided slices with the ops that produce its inputs; the associative solver's
-# training step is 2-5x slower than the sequential solver's (benchmarks/bench_parallel.py).
-SOLVER: str | None = None
 SOLVERS = ("associative", "sequential")
 
 
-def solver_for(solver: str | None = None) -> str:
-    """The solver to use: `solver`, else `SOLVER`, else the backend's default."""
-    solver = solver or SOLVER
-    if solver is None:
-        return "sequential" if jax.default_backend() == "cpu" else "associative"
-    if solver not in SOLVERS:
-        raise ValueError(f"parallel solver must be one of {SOLVERS} or None; got {solver!r}.")
-    return solver
+def default_solver(backend: str | None = None) -> str:
+    """The solver a layer with ``solver=None`` uses on `backend` (default: JAX's default).
+
+    ``"sequential"`` on CPU: a `jax.lax.scan` over the precomputed coefficients (O(T) depth,
+    well under a microsecond per step) runs the training step 2-5x faster there than
+    `jax.lax.associative_scan`, whose strided slices XLA CPU fuses badly (see
+    benchmarks/RESULTS.md); ``"associative"`` (O(log T) depth) elsewhere.
+    """
+    backend = backend or jax.default_backend()
+    return "sequential" if backend == "cpu" else "associative"
 
 
 def _combine(earlier, later):
@@ -155,7 +156,7 @@ def linear_scan(a: Array, b: Array, h0: Array, log_space: bool = False,
       h0: [B, N] the state before step 0 (any sign, also in log space).
       log_space: `a`, `b` are logs (``a_t`` in (0, 1], ``b_t`` >= 0); the associative
         solver then combines with ``logaddexp``.
-      solver: ``"associative"`` or ``"sequential"`` (see `SOLVER`).
+      solver: ``"associative"`` or ``"sequential"`` (see `default_solver`).
 
     Returns:
       h: [T, B, N] the states after each step.
@@ -201,13 +202,17 @@ def _log_zero(dtype) -> Array:
     return jnp.asarray(jnp.finfo(dtype).min / 8, dtype)
 
 
-def solve(rec: LinearRecurrence, mask: Array | None, solver: str | None = None) -> Array:
+def solve(rec: LinearRecurrence, mask: Array | None, reset: Array | None, h_reset: Any,
+          solver: str) -> Array:
     """All states ``h_t`` [T, B, N] of `rec`, masked steps carrying the state over.
 
     Args:
       rec: the recurrence (see `LinearRecurrence`).
       mask: [T, B] booleans, True where a step is real, or None.
-      solver: see `SOLVER`.
+      reset: [T, B] booleans, True where the state is replaced by `h_reset` before the
+        step, or None.
+      h_reset: [B, N] the state a reset starts from (``rec.encode`` of the reset states).
+      solver: ``"associative"`` or ``"sequential"``.
     """
     a, b = rec.a, rec.b
     if mask is not None:
@@ -215,127 +220,120 @@ def solve(rec: LinearRecurrence, mask: Array | None, solver: str | None = None) 
         one, zero = (jnp.zeros((), a.dtype), _log_zero(b.dtype)) if rec.log_space else \
             (jnp.ones((), a.dtype), jnp.zeros((), b.dtype))
         a, b = jnp.where(keep, a, one), jnp.where(keep, b, zero)
-    return linear_scan(a, b, rec.h0, rec.log_space, solver_for(solver))
+    if reset is None:
+        return linear_scan(a, b, rec.h0, rec.log_space, solver)
+    r = reset[:, :, None]  # [T, B, 1]
+    a = jnp.broadcast_to(a, b.shape)
+    if not rec.log_space:  # h_t = a_t h_init + b_t at a reset: a zero coefficient
+        b = jnp.where(r, b + a * h_reset[None].astype(b.dtype), b)
+        return linear_scan(jnp.where(r, jnp.zeros((), a.dtype), a), b, rec.h0, False, solver)
+    # Log space: h_t = (the recurrence cut at resets, from h0) + P_t h_init, where P_t is the
+    # product of a since the last reset (0 before the first): P follows P_t = a_t P_{t-1}
+    # restarted at P = a_t, a second linear recurrence. h_init may have any sign.
+    zero = _log_zero(b.dtype)
+    a_cut = jnp.where(r, zero, a)
+    h = linear_scan(a_cut, b, rec.h0, True, solver)
+    p = linear_scan(a_cut, jnp.where(r, a, zero), jnp.zeros_like(rec.h0), True, solver)
+    return h + p * h_reset[None].astype(h.dtype)
 
 
-def hold_last_real(y: Array, mask: Array, y0: Array) -> Array:
-    """Replaces each masked step's output by the last real step's (or `y0` before any).
+def hold_last_real(y: Array, mask: Array, y0: Array, reset: Array | None = None,
+                   y0_reset: Array | None = None) -> Array:
+    """Replaces each masked step's output by the last real step's of the same segment, or the
+    carried output at the segment's start (`y0`, or `y0_reset` after a reset).
 
     Args:
       y: [T, B, H] outputs, right at real steps.
       mask: [T, B] booleans.
       y0: [B, H] the output carried before the first real step.
+      reset: [T, B] booleans, True where a segment starts, or None.
+      y0_reset: [B, H] the output carried at the start of a reset segment.
     """
     steps = jnp.arange(y.shape[0], dtype=jnp.int32)[:, None]  # [T, 1]
     last = lax.cummax(jnp.where(mask, steps, -1), axis=0)  # [T, B]: last real step <= t
     index = jnp.broadcast_to(jnp.maximum(last, 0)[:, :, None], y.shape)
     held = jnp.take_along_axis(y, index, axis=0)
-    return jnp.where((last >= 0)[:, :, None], held, y0[None].astype(y.dtype))
+    start = y0[None].astype(y.dtype)
+    valid = last >= 0
+    if reset is not None:
+        begin = lax.cummax(jnp.where(reset, steps, -1), axis=0)  # [T, B]: last reset <= t
+        valid = valid & (last >= begin)
+        assert y0_reset is not None
+        start = jnp.where((begin >= 0)[:, :, None], y0_reset[None].astype(y.dtype), start)
+    return jnp.where(valid[:, :, None], held, start)
 
 
 def run_cell(cell: Any, params: Any, states: Any, xs: Array, mask: Array | None,
-             dropout: Any, solver: str | None = None) -> tuple[Array, Any]:
+             reset: Array | None, reset_states: Any, dropout: Any,
+             solver: str) -> tuple[Array, Any]:
     """One cell over a whole sequence (processing order), in one piece.
 
     Returns:
       ``(outputs [T, B, H], final_states)``; a masked step's output is the carried output
       (the cell's first state), never zeros.
     """
-    solver = solver_for(solver)
     # Log-space coefficients cost more to compute; only the associative solver needs them.
     rec = cell.linear_recurrence(params, xs, states, dropout,
                                  log_space=solver == "associative")
-    h = solve(rec, mask, solver)
+    h_reset = None if reset is None else rec.encode(reset_states)
+    h = solve(rec, mask, reset, h_reset, solver)
     y = rec.readout(h)
     if mask is not None and not rec.readout_is_state:
-        y = hold_last_real(y, mask, states[0])
+        y = hold_last_real(y, mask, states[0], reset,
+                           None if reset is None else reset_states[0])
     final = rec.final_states(h[-1], y[-1])
     return y, _cells.restructure(final, states, type(cell).__name__)
 
 
-# With the sequential solver (CPU), sequences longer than this run in chunks of CHUNK steps,
-# the state carried from one chunk to the next, and each chunk is rematerialised in the
-# backward pass (`jax.checkpoint`): the gradient keeps only each chunk's initial states, not
-# the [T, B, *] gates, coefficients and states of the whole sequence. Memory is time on CPU:
-# a fresh large buffer costs a page fault per 4 KiB on first touch, and XLA's temporaries of
-# 32 MiB and more are mapped afresh on every call (observed; environment settings for glibc's
-# malloc do not change it). Measured on a 2-core CPU, minGRU training step,
-# B=8, T=4096, F=32, H=64: 31 ms and 82 MB of XLA temporaries in one piece (21,000 page
-# faults per call); 11 ms and 28 MB in rematerialised chunks of 256, 10 ms in chunks of 512,
-# 11 ms in chunks of 1024 (interleaved runs, one process).
-CHUNK: int | None = 512
+#: With the sequential solver (CPU) and ``remat=None``, sequences longer than this run in
+#: rematerialised chunks of this many steps (the layer's ``remat=k`` sets another length,
+#: ``remat=False`` none). The gradient then keeps only each chunk's initial states, not the
+#: [T, B, *] gates, coefficients and states of the whole sequence. Memory is time on CPU: a
+#: fresh large buffer costs a page fault per 4 KiB on first touch, and XLA's temporaries of
+#: 32 MiB and more are mapped afresh on every call (observed). The measurements behind 512
+#: are in benchmarks/RESULTS.md.
+CPU_CHUNK = 512
 
 
-def _run_chunked(cell: Any, params: Any, states: Any, xs: Array, mask: Array | None,
-                 dropout: Any, solver: str, chunk: int | None) -> tuple[Array, Any]:
-    """`run_cell` over consecutive chunks of `chunk` steps (all at once when None)."""
-    t = xs.shape[0]
-    if chunk is None or t <= chunk:
-        return run_cell(cell, params, states, xs, mask, dropout, solver)
-    n, rest = divmod(t, chunk)
-
-    def split(a):
-        return None if a is None else a[:n * chunk].reshape(n, chunk, *a.shape[1:])
-
-    @jax.checkpoint  # the backward pass recomputes a chunk from its initial states
-    def body(carry, inp):
-        x_chunk, mask_chunk = inp
-        ys, carry = run_cell(cell, params, carry, x_chunk, mask_chunk, dropout, solver)
-        return carry, ys
-
-    states, ys = lax.scan(body, states, (split(xs), split(mask)))
-    ys = ys.reshape(n * chunk, *ys.shape[2:])
-    if rest:
-        tail = slice(n * chunk, None)
-        ys_rest, states = run_cell(cell, params, states, xs[tail],
-                                   None if mask is None else mask[tail], dropout, solver)
-        ys = jnp.concatenate([ys, ys_rest], axis=0)
-    return ys, states
-
-
-def parallel_rnn(
-    cell: Any,
-    params: Any,
-    states: Any,
-    xs: Array,
-    mask: Array | None,
-    dropout: Any,
-    *,
-    go_backwards: bool,
-    unroll: int,
-    zero_output_for_mask: bool,
-    return_sequences: bool,
-    stacked: bool,
-) -> tuple[Array, Any]:
-    """Runs `cell` over time with `jax.lax.associative_scan`; same contract as `scan_rnn`.
+def parallel_rnn(cell: Any, params: Any, states: Any, xs: Array, mask: Array | None,
+                 reset: Array | None, reset_states: Any, dropout: Any,
+                 opts: LoopOptions) -> tuple[Array, Any]:
+    """Runs `cell` over time as a linear recurrence; same contract as `scan_rnn`.
 
     Args:
-      cell: a cell with ``linear_recurrence``, or a `StackedRNNCells` of them (`stacked`).
+      cell: a cell with ``linear_recurrence``, or a `StackedRNNCells` of them.
       params: the cell's params (a list per cell when stacked).
       states: the initial states' pytree (a tuple per cell when stacked).
-      xs: [T, B, F] time-major inputs.
+      xs: [T, B, F] time-major inputs, in processing order.
       mask: [T, B] booleans, True where a step is real, or None.
+      reset: [T, B] booleans, True where the states are replaced by `reset_states` before
+        the step, or None.
+      reset_states: states like `states` (used only with `reset`).
       dropout: what `jaxrnn._cells.make_dropout` returned for `cell`.
-      go_backwards: process from the last step to the first.
-      unroll: ignored (there is no loop).
-      zero_output_for_mask: masked steps output zeros instead of the carried output.
-      return_sequences: return every step's output, else only the last processed one.
-      stacked: `cell` is a `StackedRNNCells`.
+      opts: the loop's options: ``opts.solver`` solves the recurrence; ``opts.remat``
+        (None: chunks of `CPU_CHUNK` steps with the sequential solver) cuts the sequence
+        into rematerialised chunks. ``opts.unroll`` has no loop to apply to.
 
     Returns:
       ``(outputs, final_states)``: outputs [T, B, H] in processing order when
       `return_sequences`, else [B, H]; final states with the structure of `states`.
     """
-    del unroll
-    solver = solver_for()
-    chunk = CHUNK if solver == "sequential" else None
+    solver = opts.solver
+    auto = CPU_CHUNK if solver == "sequential" else None
 
-    def run_one(c, p, s, x, mask, d, seq):
+    def run_one(c, p, s, x, mask, reset, rs, d, seq):
         del seq  # the whole sequence of outputs comes at no extra cost
-        return _run_chunked(c, p, s, x, mask, d, solver, chunk)
+
+        def piece(carry, inp):
+            x_seg, m_seg, r_seg = inp
+            ys, carry = run_cell(c, p, carry, x_seg, m_seg, r_seg, rs, d, solver)
+            return carry, ys
+
+        inputs = (x, mask, reset)
+        k = segment_length(opts, x.shape[0], auto)
+        final, ys = segmented(piece, s, inputs, k) if k else piece(s, inputs)
+        return ys, final
 
     with jax.named_scope("parallel_rnn"):
-        return _scan.run_layerwise(run_one, cell, params, states, xs, mask, dropout,
-                                   go_backwards=go_backwards,
-                                   zero_output_for_mask=zero_output_for_mask,
-                                   return_sequences=return_sequences, stacked=stacked)
+        return run_layerwise(run_one, cell, params, states, xs, mask, reset, reset_states,
+                             dropout, opts)

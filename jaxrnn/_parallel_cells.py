@@ -25,7 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from jaxrnn import _cells, _registry
-from jaxrnn._cells import Initializer, RNNCellBase
+from jaxrnn._cells import Cell, Initializer, RNNCellBase
 from jaxrnn._parallel import LinearRecurrence
 
 Array = jax.Array
@@ -83,26 +83,6 @@ def _normalized_gates_jvp(primals, tangents):
     return (f, i), (df, -df)
 
 
-def _check_bool(value: Any, name: str, cls: str) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{cls}: {name} must be True or False; got {value!r}.")
-
-
-def _check_input_dim(input_dim: Any, cls: str) -> None:
-    if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim <= 0:
-        raise ValueError(
-            f"{cls}.init: input_dim must be a positive int (the number of input features F); "
-            f"got {input_dim!r}."
-        )
-
-
-def _dense(x: Array, w: Array) -> Array:
-    """``x @ w`` for x [..., F] as one 2-D matmul (XLA CPU differentiates a rank-3 einsum
-    against a matrix ~8x slower than the same product reshaped to 2-D)."""
-    y = x.reshape(-1, x.shape[-1]) @ w
-    return y.reshape(x.shape[:-1] + (w.shape[-1],))
-
-
 def _input_mask(dropout: Any) -> Array | None:
     """The [B, F] input dropout mask out of `dropout_masks`' result (or None)."""
     if dropout is None:
@@ -126,35 +106,13 @@ class _MinRNNCell(RNNCellBase):
     bias_initializer: Initializer = "zeros"
     dropout: float = 0.0
 
-    recurrent_dropout = 0.0  # there is no recurrent weight to drop
-
     def __post_init__(self):
         super().__post_init__()
-        cls = type(self).__name__
-        _check_bool(self.log_space, "log_space", cls)
-        _check_bool(self.use_bias, "use_bias", cls)
+        _cells.check_bool(self.log_space, "log_space", type(self).__name__)
 
     @property
     def state_size(self) -> int:
         return self.units
-
-    def param_shapes(self, input_dim: int) -> dict[str, tuple[int, ...]]:
-        """``{"kernel": (F, k*H), "bias": (k*H,)}``, k gates, no recurrent kernel."""
-        shapes: dict[str, tuple[int, ...]] = {"kernel": (input_dim, self._gates * self.units)}
-        if self.use_bias:
-            shapes["bias"] = (self._gates * self.units,)
-        return shapes
-
-    def init(self, key: Array, input_dim: int, dtype=jnp.float32) -> dict[str, Array]:
-        """Creates ``{"kernel": [F, k*H], "bias": [k*H]}`` (no bias when ``use_bias=False``)."""
-        _check_input_dim(input_dim, type(self).__name__)
-        k1, k2 = jax.random.split(key)
-        shapes = self.param_shapes(input_dim)
-        params = {"kernel": _cells._initialize(self.kernel_initializer, k1, shapes["kernel"],
-                                               dtype)}
-        if self.use_bias:
-            params["bias"] = _cells._initialize(self.bias_initializer, k2, shapes["bias"], dtype)
-        return params
 
     def _project(self, params: dict[str, Array], x: Array, x_mask: Array | None) -> list[Array]:
         """``(x * mask) @ kernel + bias`` for x [..., B, F], one [..., B, H] array per gate.
@@ -167,7 +125,7 @@ class _MinRNNCell(RNNCellBase):
         h = self.units
         out = []
         for i in range(self._gates):
-            z = _dense(x, params["kernel"][:, i * h:(i + 1) * h])
+            z = _cells.dense(x, params["kernel"][:, i * h:(i + 1) * h])
             if self.use_bias:
                 z = z + params["bias"][i * h:(i + 1) * h].reshape((1,) * (z.ndim - 1) + (h,))
             out.append(z)
@@ -236,7 +194,8 @@ class MinGRUCell(_MinRNNCell):
                 z = jax.nn.sigmoid(k_z)
                 a, b = 1 - z, z * self._candidate(k_h)
             return LinearRecurrence(a, b, states[0], readout=lambda h: h,
-                                    final_states=lambda h, y: (h,), log_space=log_space)
+                                    final_states=lambda h, y: (h,), encode=lambda s: s[0],
+                                    log_space=log_space)
 
 
 @_registry.register
@@ -296,7 +255,8 @@ class MinLSTMCell(_MinRNNCell):
                 a, i = normalized_gates(k_f, k_i)
                 b = i * self._candidate(k_h)
             return LinearRecurrence(a, b, states[0], readout=lambda h: h,
-                                    final_states=lambda h, y: (h,), log_space=log_space)
+                                    final_states=lambda h, y: (h,), encode=lambda s: s[0],
+                                    log_space=log_space)
 
 
 # ----------------------------------------------------------------------------- LRU
@@ -318,12 +278,14 @@ class LRUState(NamedTuple):
     h_im: Array  # [B, N] imaginary part of the complex hidden state
 
 
+_cells.register_for_export(LRUState, "jaxrnn.LRUState")
+
 _LRU_PARAMS = ("nu_log", "theta_log", "gamma_log", "B_re", "B_im", "C_re", "C_im", "D")
 
 
 @_registry.register
 @dataclasses.dataclass(frozen=True)
-class LRUCell(RNNCellBase):
+class LRUCell(Cell):
     """The Linear Recurrent Unit of Orvieto et al. (2023), "Resurrecting Recurrent Neural
     Networks for Long Sequences" (ICML 2023, arXiv:2303.06349).
 
@@ -379,10 +341,10 @@ class LRUCell(RNNCellBase):
     max_phase: float = 6.28
     dropout: float = 0.0
 
-    recurrent_dropout = 0.0  # the recurrence is diagonal: nothing to drop
     _input_param = "B_re"  # [F, N]: its first axis is the input width
 
     def __post_init__(self):
+        _cells._check_units(self.units, "LRUCell")
         super().__post_init__()
         n = self.state_dim
         if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n <= 0):
@@ -436,7 +398,11 @@ class LRUCell(RNNCellBase):
 
     def init(self, key: Array, input_dim: int, dtype=jnp.float32) -> dict[str, Array]:
         """Creates the params with the paper's ring initialisation (see the class docstring)."""
-        _check_input_dim(input_dim, "LRUCell")
+        if isinstance(input_dim, bool) or not isinstance(input_dim, int) or input_dim <= 0:
+            raise ValueError(
+                "LRUCell.init: input_dim must be a positive int (the number of input features "
+                f"F); got {input_dim!r}."
+            )
         self._check_width(input_dim, "LRUCell.init")
         n, h, f32 = self.n, self.units, jnp.float32
         k = jax.random.split(key, 7)
@@ -487,14 +453,14 @@ class LRUCell(RNNCellBase):
         gamma = jnp.exp(params["gamma_log"])
         gamma = gamma.reshape((1,) * (x.ndim - 1) + gamma.shape)
         b = jnp.concatenate([params["B_re"], params["B_im"]], axis=1)  # [F, 2N]: one matmul
-        bu = _dense(x, b) * jnp.concatenate([gamma, gamma], axis=-1)
+        bu = _cells.dense(x, b) * jnp.concatenate([gamma, gamma], axis=-1)
         return bu[..., :self.n], bu[..., self.n:]
 
     def _output(self, params, x, h_re, h_im) -> Array:
         """``Re(h @ C) + D * x`` for x [..., H] and h [..., N]."""
         d = params["D"].reshape((1,) * (x.ndim - 1) + (-1,))
         c = jnp.concatenate([params["C_re"], -params["C_im"]], axis=0)  # [2N, H]: one matmul
-        return _dense(jnp.concatenate([h_re, h_im], axis=-1), c) + d * x
+        return _cells.dense(jnp.concatenate([h_re, h_im], axis=-1), c) + d * x
 
     def step(self, params, inputs, states, masks=None):
         """One step with dropout masks from `dropout_masks` (no checks); real arithmetic."""
@@ -529,21 +495,25 @@ class LRUCell(RNNCellBase):
             n = self.n
             gamma = jnp.exp(params["gamma_log"])[None, None, :]
             b_int = jnp.stack([params["B_re"], params["B_im"]], axis=-1).reshape(-1, 2 * n)
-            bu = _dense(x, b_int).reshape(x.shape[:-1] + (n, 2))
+            bu = _cells.dense(x, b_int).reshape(x.shape[:-1] + (n, 2))
             b = jax.lax.complex(bu[..., 0] * gamma, bu[..., 1] * gamma)  # [T, B, N]
-            _, h_re, h_im = states
-            h0 = jax.lax.complex(h_re.astype(real), h_im.astype(real))
+
+            def encode(states):
+                _, h_re, h_im = states
+                return jax.lax.complex(h_re.astype(real), h_im.astype(real))
+
             # Re(h @ C) = [Re h, Im h] @ [C_re; -C_im], rows interleaved like h's memory.
             c_int = jnp.stack([params["C_re"], -params["C_im"]], axis=1).reshape(2 * n, -1)
 
             def readout(h):
                 h_int = jnp.stack([jnp.real(h), jnp.imag(h)], axis=-1)
-                y = _dense(h_int.reshape(h.shape[:-1] + (2 * n,)), c_int)
+                y = _cells.dense(h_int.reshape(h.shape[:-1] + (2 * n,)), c_int)
                 return (y + params["D"][None, None, :] * x).astype(dtype)
 
             def final_states(h, y):
                 return LRUState(y.astype(dtype), jnp.real(h).astype(dtype),
                                 jnp.imag(h).astype(dtype))
 
-            return LinearRecurrence(a, b, h0, readout=readout, final_states=final_states,
+            return LinearRecurrence(a, b, encode(states), readout=readout,
+                                    final_states=final_states, encode=encode,
                                     readout_is_state=False)

@@ -37,3 +37,15 @@ def python_loop(cell, params, x, mask=None, initial_state=None, go_backwards=Fal
         outputs.append(out)
     seq = jnp.stack(outputs, axis=1)
     return seq, outputs[-1], states
+
+
+def numpy_params(layer, input_shape, seed=0, scale=0.5):
+    """Params shaped as ``layer.init(key, input_shape)`` makes them, drawn with NumPy.
+
+    For tests about anything but initialisation: `jax.random` compiles its generator anew
+    for every param shape, which costs seconds per layer on a busy CPU.
+    """
+    shapes = jax.eval_shape(lambda k: layer.init(k, input_shape), jax.random.key(0))
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda s: jnp.asarray(rng.uniform(-scale, scale, s.shape), s.dtype),
+                        shapes)

@@ -58,6 +58,8 @@ def test_char_lm_runs(tmp_path, capsys):
         assert math.isfinite(metrics[name]), metrics
     assert metrics["first_loss"] == pytest.approx(math.log(len(char_lm.CHARS)), abs=0.2)
     assert len(metrics["sample"]) == len("Return the ") + 12
+    # Sampling streams the LSTM one character at a time through one compiled step.
+    assert char_lm.generate_step._cache_size() == 1
     assert Path(metrics["checkpoint"]).is_file()
     if metrics["plot"] is not None:
         assert Path(metrics["plot"]).is_file()

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 import jaxrnn as jr
-from jaxrnn import _fused
+from jaxrnn import _engines, _fused
+from jaxrnn._loop import LoopOptions
 
 B, T, F, H = 5, 7, 4, 6
 
@@ -240,16 +241,15 @@ def test_bf16_compute_f32_params(name):
 def test_remat_segments_match(name):
     """Checkpointed segments (with a shorter last one) give the same values and grads."""
     cell = CELLS[name]
-    stacked = name == "stack"
     x = jnp.swapaxes(_x(), 0, 1)
     mask = MASKS["mixed"].T
     params = cell.init(jax.random.key(2), F)
     init = _random_state(cell)
-    opts = dict(go_backwards=True, unroll=1, zero_output_for_mask=True, return_sequences=True,
-                stacked=stacked)
 
     def loss(remat, p, x, s):
-        out, fin = _fused.fused_rnn(cell, p, s, x, mask, None, remat=remat, **opts)
+        opts = LoopOptions(go_backwards=True, zero_output_for_mask=True, return_sequences=True,
+                           remat=remat)
+        out, fin = _engines.run("fused", cell, p, s, x, mask, None, None, None, opts)
         return jnp.sum(jnp.sin(out)) + sum(jnp.sum(a) for a in jax.tree.leaves(fin))
 
     want = jax.jit(jax.value_and_grad(lambda *a: loss(False, *a), argnums=(0, 1, 2)))
@@ -264,12 +264,10 @@ def test_remat_bounds_memory():
     x = jnp.zeros((t, b, 8))
     params = cell.init(jax.random.key(0), 8)
     init = cell.get_initial_state(b)
-    opts = dict(go_backwards=False, unroll=1, zero_output_for_mask=False,
-                return_sequences=False, stacked=False)
 
     def temp_bytes(remat):
-        f = jax.jit(jax.grad(lambda p: jnp.sum(
-            _fused.fused_rnn(cell, p, init, x, None, None, remat=remat, **opts)[0])))
+        f = jax.jit(jax.grad(lambda p: jnp.sum(_engines.run(
+            "fused", cell, p, init, x, None, None, None, None, LoopOptions(remat=remat))[0])))
         return f.lower(params).compile().memory_analysis().temp_size_in_bytes
 
     full, segmented = temp_bytes(False), temp_bytes(True)

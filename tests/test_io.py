@@ -96,7 +96,8 @@ def test_containers_and_odd_keys_come_back_identically(tmp_path):
 
 
 def test_float64_without_x64_stays_exact(tmp_path):
-    params = {"kernel": np.linspace(0, 1, 6).reshape(2, 3)}
+    params = {"kernel": np.linspace(0, 1, 6).reshape(2, 3), "recurrent_kernel": np.eye(3),
+              "bias": np.full(3, 0.1)}  # float64 numpy arrays, the whole cell's params
     save(tmp_path / "f64.safetensors", jr.SimpleRNNCell(3), params)
     _, params2 = load(tmp_path / "f64.safetensors")
     assert params2["kernel"].dtype == np.float64
@@ -153,3 +154,31 @@ def test_bad_params_are_clear_errors(tmp_path):
     with pytest.raises(TypeError, match="keys must be strings"):
         save(tmp_path / "x.safetensors", jr.GRUCell(2), {1: jnp.ones(2)})
     assert not list(tmp_path.iterdir())  # nothing half-written left behind
+
+
+def test_params_that_do_not_fit_the_layer_are_refused_at_save(tmp_path):
+    """A GRU's params saved with an LSTM layer, or extra keys, fail at save time with the
+    layer's own message, and no file is written."""
+    lstm, gru = jr.LSTM(3), jr.GRU(3)
+    gru_params = gru.init(jax.random.key(0), (None, None, 2))
+    with pytest.raises(ValueError, match=r"jaxrnn.save: the params do not fit RNN: RNN: "
+                                         r"LSTMCell\(units=3\): params\['kernel'\] must have "
+                                         r"shape \(2, 12\).*Nothing was written"):
+        save(tmp_path / "x.safetensors", lstm, gru_params)
+    extra = dict(lstm.init(jax.random.key(0), (None, None, 2)), extra=jnp.ones(2))
+    with pytest.raises(ValueError, match=r"unexpected \['extra'\]"):
+        save(tmp_path / "x.safetensors", lstm, extra)
+    bi = jr.Bidirectional(jr.LSTM(3))
+    with pytest.raises(ValueError, match=r"params must be \{'forward': ..., 'backward': ...\}"):
+        save(tmp_path / "x.safetensors", bi, gru_params)
+    model = jr.Sequential([jr.LSTM(3, return_sequences=True), jr.GRU(2)])
+    params = model.init(jax.random.key(0), (None, None, 2))
+    with pytest.raises(ValueError, match=r"Sequential: layers\[1\]: RNN: sequences must be "
+                                         r"\[B, T, F\] with F=2 .*got 3 features"):
+        save(tmp_path / "x.safetensors", model,
+             [params[0], jr.GRU(2).init(jax.random.key(1), (None, None, 2))])
+    with pytest.raises(ValueError, match="learn_initial_state=True needs params"):
+        save(tmp_path / "x.safetensors", jr.LSTM(3, learn_initial_state=True),
+             extra | {})
+    assert not list(tmp_path.iterdir())
+    save(tmp_path / "ok.safetensors", model, params)  # nothing lost: a good save works

@@ -399,3 +399,36 @@ def test_mixed_precision_inputs_keep_a_consistent_carry():
     assert y.dtype == jnp.bfloat16
     y32 = layer(jax.tree.map(lambda p: p.astype(jnp.float32), params), x, mask=mask)
     np.testing.assert_allclose(y.astype(jnp.float32), y32, atol=5e-2)
+
+
+@pytest.mark.parametrize("shorthand, cell_cls", [(jr.SimpleRNN, jr.SimpleRNNCell),
+                                                 (jr.LSTM, jr.LSTMCell), (jr.GRU, jr.GRUCell)])
+def test_shorthands_show_every_argument(shorthand, cell_cls):
+    """help(), IDEs and type checkers see the cell's and the layer's arguments by name,
+    keyword-only, with their defaults; a typo is a TypeError."""
+    import inspect
+
+    params = inspect.signature(shorthand).parameters
+    cell_fields = {f.name: f.default for f in dataclasses.fields(cell_cls)}
+    layer_fields = {f.name: f.default for f in dataclasses.fields(jr.RNN) if f.name != "cell"}
+    assert set(params) == set(cell_fields) | set(layer_fields)
+    for name, p in params.items():
+        if name == "units":
+            continue
+        assert p.kind is inspect.Parameter.KEYWORD_ONLY
+        assert p.default == {**cell_fields, **layer_fields}[name], name
+        assert name in shorthand.__doc__
+    with pytest.raises(TypeError, match="retrun_sequences"):
+        shorthand(3, retrun_sequences=True)
+    layer = shorthand(3, dropout=0.25, return_sequences=True, remat=4)
+    assert layer.cell == cell_cls(3, dropout=0.25)
+    assert layer == jr.RNN(cell_cls(3, dropout=0.25), return_sequences=True, remat=4)
+
+
+def test_integer_token_ids_get_an_embedding_hint():
+    layer = jr.LSTM(3)
+    params = layer.init(jax.random.key(0), (None, None, 2))
+    with pytest.raises(ValueError, match=r"look like token ids.*embedding.*\[B, T, 1\]"):
+        layer(params, jnp.zeros((2, 5), jnp.int32))
+    with pytest.raises(TypeError, match="Integer ids need an embedding"):
+        layer(params, jnp.zeros((2, 5, 2), jnp.int32))

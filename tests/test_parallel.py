@@ -83,16 +83,9 @@ def _both(layer, params, x, initial_state=None, **call):
 
 
 @pytest.fixture(params=["sequential", "associative"])
-def solver(request, monkeypatch):
-    """Runs a test with each of the engine's solvers (CPU's default is "sequential")."""
-    monkeypatch.setattr(_parallel, "SOLVER", request.param)
+def solver(request):
+    """Each of the engine's solvers, the layer's ``solver=`` (CPU's default: sequential)."""
     return request.param
-
-
-@pytest.fixture
-def associative(monkeypatch):
-    """The associative solver (log-space scans), the default off CPU."""
-    monkeypatch.setattr(_parallel, "SOLVER", "associative")
 
 
 def _check_equal(cell, *, masked=True, **layer_kw):
@@ -128,17 +121,31 @@ def test_parallel_equals_sequential(name, flags):
 
 @pytest.mark.parametrize("name", ["mingru", "minlstm", "lru"])
 @pytest.mark.parametrize("chunk, return_sequences", [(3, True), (4, False)])  # T=6
-def test_chunked_sequences_equal_sequential(monkeypatch, name, chunk, return_sequences):
-    """Long sequences run in chunks on CPU: chunk boundaries and a shorter tail change
-    nothing, gradients included."""
-    monkeypatch.setattr(_parallel, "SOLVER", "sequential")
-    monkeypatch.setattr(_parallel, "CHUNK", chunk)
-    _check_equal(CELLS[name](), go_backwards=True, return_sequences=return_sequences)
+def test_chunked_sequences_equal_sequential(name, chunk, return_sequences):
+    """Long sequences run in rematerialised chunks (``remat=k``; on CPU by default 512):
+    chunk boundaries and a shorter tail change nothing, gradients included."""
+    _check_equal(CELLS[name](), go_backwards=True, return_sequences=return_sequences,
+                 solver="sequential", remat=chunk)
+
+
+def test_default_chunking_on_cpu_matches_one_piece():
+    """The CPU default (sequential solver, chunks of CPU_CHUNK steps past that length)
+    equals one piece (``remat=False``), with a shorter tail chunk."""
+    cell = MinGRUCell(H)
+    t = _parallel.CPU_CHUNK + 37
+    x = jax.random.normal(jax.random.key(30), (2, t, F))
+    layer = jr.RNN(cell, return_sequences=True, solver="sequential")
+    params = layer.init(jax.random.key(31), x.shape)
+
+    def run(lay):
+        return jax.jit(jax.value_and_grad(lambda p: jnp.sum(jnp.sin(lay(p, x)))))(params)
+
+    _close(run(layer), run(dataclasses.replace(layer, remat=False)), rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("name", ["mingru", "minlstm_lin", "lru"])
-def test_parallel_equals_sequential_associative(associative, name):
-    _check_equal(CELLS[name](), go_backwards=True)
+def test_parallel_equals_sequential_associative(name):
+    _check_equal(CELLS[name](), go_backwards=True, solver="associative")
 
 
 @pytest.mark.parametrize("name, time_major", [("mingru", True), ("lru", False)])
@@ -172,11 +179,7 @@ def test_nonzero_initial_state_log_space_any_sign():
         params = layer.init(jax.random.key(3), x.shape)
         h0 = -3.0 * jnp.ones((B, H))
         for solver in _parallel.SOLVERS:
-            _parallel.SOLVER = solver
-            try:
-                y_p = layer(params, x, initial_state=[h0])
-            finally:
-                _parallel.SOLVER = None
+            y_p = dataclasses.replace(layer, solver=solver)(params, x, initial_state=[h0])
             y_s = dataclasses.replace(layer, parallel=False)(params, x, initial_state=[h0])
             _close(y_p, y_s)
             assert float(y_p[0, 0, 0]) < 0  # the negative state is carried, not lost
@@ -187,7 +190,8 @@ def test_nonzero_initial_state_log_space_any_sign():
 
 def test_stacks_of_parallel_cells(solver):
     cells = [MinGRUCell(F), MinLSTMCell(F), LRUCell(F, state_dim=2)]
-    layer = jr.RNN(cells, return_sequences=True, return_state=True, go_backwards=True)
+    layer = jr.RNN(cells, return_sequences=True, return_state=True, go_backwards=True,
+                   solver=solver)
     assert _parallel.supports(layer.cell)
     x, _ = _data(MinGRUCell(F))
     params = layer.init(jax.random.key(4), x.shape)
@@ -266,11 +270,11 @@ def test_dropout_same_masks_in_both_modes(name):
         layer(params, x, training=True)
 
 
-def test_all_masked_gradients_are_finite(associative):
+def test_all_masked_gradients_are_finite():
     """A fully masked batch: log-space scans must not produce NaN gradients (0 * inf)."""
     cell = MinGRUCell(H)
     x, init = _data(cell)
-    layer = jr.RNN(cell, return_sequences=True, return_state=True)
+    layer = jr.RNN(cell, return_sequences=True, return_state=True, solver="associative")
     params = layer.init(jax.random.key(11), x.shape)
     mask = jnp.zeros((B, T), bool)
     with jax.disable_jit():
@@ -501,7 +505,6 @@ def test_params_layout():
 @pytest.mark.parametrize("make, match", [
     (lambda: MinGRUCell(0), "units must be a positive int"),
     (lambda: MinGRUCell(4, dropout=1.0), "dropout must be a float in"),
-    (lambda: MinLSTMCell(4, log_space="yes"), "log_space must be True or False"),
     (lambda: LRUCell(4, r_min=0.9, r_max=0.5), "0 <= r_min < r_max <= 1"),
     (lambda: LRUCell(4, r_max=1.5), "0 <= r_min < r_max <= 1"),
     (lambda: LRUCell(4, max_phase=0.0), "max_phase must be > 0"),
@@ -510,6 +513,14 @@ def test_params_layout():
 def test_hyperparameter_errors(make, match):
     with pytest.raises(ValueError, match=match):
         make()
+
+
+def test_flag_type_errors():
+    """A flag that is not a bool is a TypeError, as for every jaxrnn cell and layer."""
+    with pytest.raises(TypeError, match="MinLSTMCell: log_space must be True or False"):
+        MinLSTMCell(4, log_space="yes")
+    with pytest.raises(TypeError, match="MinGRUCell: use_bias must be True or False"):
+        MinGRUCell(4, use_bias=1)
 
 
 def test_param_errors():
