@@ -230,11 +230,15 @@ def _scan(body, init, xs, cfg: _Config, reverse: bool = False):
         c, y = body(c, cur)
         return (c, nxt, i + step), y
 
-    init = (init, fetch(first), jnp.asarray(first, jnp.int32))
-    if static_size(t) is None:  # a symbolic T (jax.export): scan over the step indices
-        (c, _, _), ys = lax.scan(wrapped, init, jnp.arange(t), reverse=reverse,
-                                 unroll=cfg.unroll)
+    if static_size(t) is None:  # a symbolic T (jax.export, ONNX)
+        # The first index is an array (no Python comparison with a symbolic size), and the
+        # scan's length comes from an input's leading axis (not jnp.arange(T), which
+        # exporters such as jax2onnx size with a placeholder).
+        i0 = jnp.asarray(first, jnp.int32)
+        (c, _, _), ys = lax.scan(wrapped, (init, fetch(i0), i0), jax.tree.leaves(xs)[0],
+                                 reverse=reverse, unroll=cfg.unroll)
     else:
+        init = (init, fetch(first), jnp.asarray(first, jnp.int32))
         (c, _, _), ys = lax.scan(wrapped, init, None, length=t, reverse=reverse,
                                  unroll=cfg.unroll)
     return c, ys
