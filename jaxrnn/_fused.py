@@ -13,12 +13,12 @@ and so do its gradients. What makes it fast on XLA CPU:
   ``(i, f, o | c)`` so that one `recurrent_activation` covers a contiguous [B, 3H] block
   (GRU's ``(z, r | h)`` already is). The permutation is undone on the gradients by autodiff
   of the column gather.
-* A `jax.custom_vjp` core: the forward loop saves the activated gates, ``act(c)`` and the
-  entering ``c`` (LSTM) or the reset-gated recurrent part (GRU); the backward loop computes
-  only the per-step gate gradients and ``dz @ recurrent_kernelᵀ`` (the transpose taken once,
-  outside the loop); ``dU = Σ_t h_{t-1}ᵀ dz_t``, ``dW``, ``db`` and ``dx`` are single 2-D
-  matmuls after it. The backward rule is written in differentiable JAX ops (`lax.scan`,
-  matmuls, `jax.vjp`), so second order works: ``jax.jvp(jax.grad(f))``, ``jax.hessian``.
+* A hand-written backward loop: the forward loop saves the activated gates, ``act(c)`` and
+  the entering ``c`` (LSTM) or the reset-gated recurrent part (GRU); the backward loop
+  computes only the per-step gate gradients and ``dz @ recurrent_kernelᵀ`` (the transpose
+  taken once, outside the loop); ``dU = Σ_t h_{t-1}ᵀ dz_t``, ``dW``, ``db`` and ``dx`` are
+  single 2-D matmuls after it. Every mode of autodiff works (see "Forward and reverse mode"
+  below).
 * Inference pays for no residuals: without differentiation JAX runs the core's primal
   function, a loop that projects each step's input itself (no [T, B, k*H] buffer) and
   stacks only the outputs it must return.
@@ -40,11 +40,29 @@ differentiates it with `jax.vjp` in the backward loop; an activation that is not
 be elementwise (``"softmax"``, any user callable) is applied gate by gate on [B, H] blocks,
 exactly as the cells do. Nothing supported falls back to the generic scan.
 
+Forward and reverse mode: each core is a `jax.custom_jvp`. Its tangent is the solution of a
+block lower-triangular linear system, one block per step: the unknowns of step t are the
+tangents of its pre-activations and of the states it leaves, and the right-hand side holds
+everything that comes from outside the loop (the tangents of the inputs, kernels, biases,
+initial and reset states, folded in by single large matmuls). `jax.lax.custom_linear_solve`
+solves it:
+
+* `jax.jvp`, `jax.jacfwd`, `jax.linearize`: a forward tangent loop (``solve``);
+* `jax.grad` and `jax.vjp` transpose the solve, and the transpose is the hand-written backward
+  loop above (``transpose_solve``: the ``_*_adjoint`` functions), never autodiff of the
+  forward loop; the gradients of the weights are JAX's transposes of the right-hand side's
+  matmuls (the same single matmuls as before);
+* second order (``jax.jvp(jax.grad(f))``, `jax.hessian`) differentiates the solve implicitly
+  through ``matvec``, the system's loop-free operator, and `jax.vmap` batches all of it.
+
+The pre-activations' block is the right-hand side's own (an identity block; the recurrent
+term is part of the states' equations), so the backward loop never reads a cotangent of it:
+without that, every training step would stream a [T, B, k*H] array of zeros through the
+loop.
+
 Where this path is *not* taken (the layer runs the generic scan instead): cells other than
 `LSTMCell`/`GRUCell` or their subclasses, stacks containing any other cell, and
-``RNN(..., fused=False)``. Known limitation: forward-mode differentiation of the layer alone
-(`jax.jvp`, `jax.jacfwd` of the layer's output) is not defined for a `jax.custom_vjp`; use
-``fused=False`` for it. Forward over reverse (``jax.jvp`` of ``jax.grad``) works.
+``RNN(..., fused=False)``.
 """
 
 from __future__ import annotations
@@ -116,6 +134,15 @@ class _Act:
     def value(self, res: Array, k: int) -> Array:
         return self(res, k) if self.kind == "generic" else res
 
+    def jvp(self, res: Array, dz: Array, k: int) -> Array:
+        """The tangent of the activated value, given the saved `res` and the pre-activation's
+        tangent `dz` (for an elementwise activation the same product as `grad`)."""
+        if self.kind == "tanh":
+            return dz * (1 - res * res)
+        if self.kind == "sigmoid":
+            return dz * (res * (1 - res))
+        return jax.jvp(lambda z: self(z, k), (res,), (dz,))[1]
+
     def grad(self, res: Array, dy: Array, k: int) -> Array:
         """The gradient wrt the pre-activation, given the saved `res` and dL/dy."""
         if self.kind == "tanh":
@@ -128,7 +155,7 @@ class _Act:
 
 @dataclasses.dataclass(frozen=True)
 class _Config:
-    """Static options of one core loop (hashable: a `custom_vjp` nondiff argument)."""
+    """Static options of one core loop (hashable: a `custom_jvp` nondiff argument)."""
 
     rec: _Act
     act: _Act
@@ -145,24 +172,6 @@ def _step_proj(x_t: Array, w: Array, b: Array | None, xm: Array | None, k: int) 
     return z if b is None else z + b[None, :]
 
 
-def _proj_grads(x: Array, w: Array, b: Array | None, xm: Array | None, k: int, dzx: Array):
-    """``(dx, dw, db)`` of `_in_proj`: big matmuls after the backward loop (autodiff of
-    the 2-D projection, itself differentiable for second order)."""
-    if b is None:
-        _, vjp = jax.vjp(lambda x, w: _in_proj(x, w, None, xm, k), x, w)
-        return (*vjp(dzx), None)
-    _, vjp = jax.vjp(lambda x, w, b: _in_proj(x, w, b, xm, k), x, w, b)
-    return vjp(dzx)
-
-
-def _tmm(a: Array, b: Array) -> Array:
-    """``Σ_{t,b} a[t, b]ᵀ b[t, b]``: [T, B, H] x [T, B, J] -> [H, J], one 2-D matmul
-    accumulated in float32 at least, returned in `a`'s dtype."""
-    acc = jnp.promote_types(a.dtype, jnp.float32)
-    a2, b2 = a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1])
-    return jnp.matmul(a2.T, b2, preferred_element_type=acc).astype(a.dtype)
-
-
 def _in_proj(x: Array, w: Array, bias: Array | None, mask: Array | None, k: int) -> Array:
     """``(x * mask) @ w + bias`` for all steps: x [T, B, F], mask None, [B, F] or [k, B, F]."""
     if mask is None:
@@ -171,7 +180,7 @@ def _in_proj(x: Array, w: Array, bias: Array | None, mask: Array | None, k: int)
         return _cells.dense(x * mask[None], w, bias)
     kh = w.shape[1] // k
     return jnp.concatenate([_cells.dense(x * mask[j][None], w[:, j * kh:(j + 1) * kh],
-                                None if bias is None else bias[j * kh:(j + 1) * kh])
+                                         None if bias is None else bias[j * kh:(j + 1) * kh])
                             for j in range(k)], axis=-1)
 
 
@@ -185,22 +194,6 @@ def _rec_proj_t(dz: Array, ut: Array, hm: Array | None, k: int) -> Array:
     return jnp.sum(d * hm, axis=0)
 
 
-def _rec_grad_u(hp: Array, dz: Array, hm: Array | None, k: int) -> Array:
-    """``Σ_t (h_{t-1} * hm)ᵀ dz_t``, one matmul: hp [T, B, H], dz [T, B, k*H'] -> [H, k*H']."""
-    if hm is None:
-        return _tmm(hp, dz)
-    if hm.ndim == 2:
-        return _tmm(hp * hm[None], dz)
-    kh = dz.shape[-1] // k
-    return jnp.concatenate([_tmm(hp * hm[j][None], dz[..., j * kh:(j + 1) * kh])
-                            for j in range(k)], axis=1)
-
-
-def _sum_tb(a: Array) -> Array:
-    acc = jnp.promote_types(a.dtype, jnp.float32)
-    return jnp.sum(a, axis=(0, 1), dtype=acc).astype(a.dtype)
-
-
 def _prev(first: Array, seq: Array) -> Array:
     """The states entering each step: [first, seq[0], ..., seq[T-2]]."""
     return jnp.concatenate([first[None], seq[:-1]], axis=0)
@@ -208,6 +201,11 @@ def _prev(first: Array, seq: Array) -> Array:
 
 def _masked(keep: Array | None, new: Array, old: ArrayLike) -> Array:
     return new if keep is None else jnp.where(keep, new, old)
+
+
+def _cut(r_t: Array | None, d: Array) -> Array:
+    """A tangent (or cotangent) of the carried state, cut where the step was reset."""
+    return d if r_t is None else jnp.where(r_t[..., None], jnp.zeros((), d.dtype), d)
 
 
 def _scan(body, init, xs, cfg: _Config, reverse: bool = False):
@@ -244,6 +242,97 @@ def _scan(body, init, xs, cfg: _Config, reverse: bool = False):
     return c, ys
 
 
+# ----------------------------------------------------------------------------- tangents
+#
+# Differentiation of a core (see "Forward and reverse mode" in the module docstring). The
+# tangent of the loop solves a block lower-triangular linear system, packed along the last
+# axis into [T, B, *] arrays: per step t the unknowns x_t = [q_t | dh_t (| dc_t)] and the
+# right-hand side s_t = [s^z_t | s^h_t (| s^c_t)]. q_t = s^z_t (an identity block) is the
+# tangent of the pre-activations that comes from outside the loop: the inputs, kernels and
+# biases, and where they enter, the initial and reset states (s^h, s^c hold the rest of
+# those). The states' equations add the recurrent term P(dh_{t-1}) (cut at resets) to q_t
+# and apply the step's Jacobian, masks included. `jax.lax.custom_linear_solve` solves it
+# forwards with a tangent loop (`jax.jvp`), its transpose with the hand-written backward loop
+# (`jax.grad`), and differentiates it implicitly through `matvec` (loop-free: x_t against
+# the step's equations given x_{t-1}) for second order.
+
+
+def _tangent(t: Any) -> Any:
+    """A tangent argument, None where it is a symbolic zero."""
+    return None if type(t) is jax.custom_derivatives.SymbolicZero else t
+
+
+def _add(*terms: Array | None) -> Array | None:
+    """The sum of the terms that are not None (None if all are)."""
+    out = None
+    for a in terms:
+        if a is not None:
+            out = a if out is None else out + a
+    return out
+
+
+def _cols(a: Array | None, lo: int, hi: int) -> Array | None:
+    return None if a is None else a[..., lo:hi]
+
+
+def _first(v: Array, t: Any) -> Array:
+    """[B, ...] -> [T, B, ...]: `v` at step 0, zeros after."""
+    return jnp.concatenate([v[None], jnp.zeros((t - 1, *v.shape), v.dtype)], axis=0)
+
+
+def _exogenous(d0: Array | None, dr: Array | None, reset: Array | None, t: Any):
+    """The part of each step's entering-state tangent that comes from outside the loop:
+    `d0` (the initial state's) at step 0, `dr` (the reset state's) at reset steps. [T, B, X]
+    or None when it is zero."""
+    base = None if d0 is None else _first(d0, t)
+    if reset is None or (dr is None and base is None):
+        return base
+    r = reset[:, :, None]
+    if dr is None:
+        assert base is not None
+        return jnp.where(r, jnp.zeros((), base.dtype), base)
+    return jnp.where(r, dr[None], jnp.zeros((), dr.dtype) if base is None else base)
+
+
+def _proj_tangent(x, w, xm, k, dx, dw, db) -> Array | None:
+    """The tangent of ``_in_proj(x, w, b, xm, k)`` (bilinear in x and (w, b)), or None."""
+    return _add(None if dx is None else _in_proj(dx, w, None, xm, k),
+                None if dw is None else _in_proj(x, dw, db, xm, k),
+                None if db is None or dw is not None else
+                jnp.broadcast_to(db, (*x.shape[:-1], db.shape[-1])))
+
+
+def _project_or_none(h: Array | None, u: Array, hm: Array | None, k: int) -> Array | None:
+    return None if h is None else _cells.project(h, u, hm, k)
+
+
+def _linear_solve(parts: list, widths: tuple[int, ...], dtype, matvec, solve, transpose_solve):
+    """Solves the tangent system for the right-hand side whose blocks (along the last axis)
+    are `parts` (None: zero); returns the packed solution, or None when the right-hand side is
+    zero. The blocks are packed into one array so that it is linear in the tangents as soon as
+    any block is (`jax.lax.custom_linear_solve` transposes only linear right-hand sides)."""
+    if all(p is None for p in parts):
+        return None
+    lead = next(p for p in parts if p is not None).shape[:-1]
+    rhs = jnp.concatenate([jnp.zeros((*lead, w), dtype) if p is None else p.astype(dtype)
+                           for p, w in zip(parts, widths)], axis=-1)
+    return lax.custom_linear_solve(matvec, rhs, solve=lambda _, s: solve(s),
+                                   transpose_solve=lambda _, g: transpose_solve(g))
+
+
+def _split(a: Array, widths: tuple[int, ...]) -> list[Array]:
+    out, lo = [], 0
+    for w in widths:
+        out.append(a[..., lo:lo + w])
+        lo += w
+    return out
+
+
+def _shift(seq: Array) -> Array:
+    """The tangents entering each step from the previous one: [0, seq[0], ..., seq[T-2]]."""
+    return _prev(jnp.zeros_like(seq[0]), seq)
+
+
 # ----------------------------------------------------------------------------- LSTM core
 #
 # Gates in the order (i, f, o | g): one recurrent_activation over [B, 3H], one activation
@@ -272,16 +361,7 @@ def _entering(first: Array, seq: Array, reset: Array | None, rs: Any) -> Array:
     return prev if reset is None else jnp.where(reset[:, :, None], rs[None], prev)
 
 
-def _route_reset(r_t: Array | None, d_prev: Array, d_rs: Any):
-    """Splits the gradient wrt a step's entering state between the carried state and, where
-    the step was reset, the reset state: ``(d_carried, d_rs)``."""
-    if r_t is None:
-        return d_prev, d_rs
-    rk = r_t[:, None]
-    return jnp.where(rk, 0, d_prev), d_rs + jnp.where(rk, d_prev, 0)
-
-
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _lstm_core(cfg: _Config, x, w, b, u, h0, c0, mask, xm, hm, reset, hr, cr):
     # Inference: the projection inside the loop, as the generic scan does (a [T, B, 4H]
     # buffer of projections measured slower than projecting step by step when nothing
@@ -297,6 +377,8 @@ def _lstm_core(cfg: _Config, x, w, b, u, h0, c0, mask, xm, hm, reset, hr, cr):
 
 
 def _lstm_core_fwd(cfg: _Config, x, w, b, u, h0, c0, mask, xm, hm, reset, hr, cr):
+    """The forward loop of differentiation: the outputs, and per step the activated gates,
+    ``act(c)`` and the entering ``c``."""
     zx = _in_proj(x, w, b, xm, 4)
 
     def body(carry, inp):
@@ -306,33 +388,113 @@ def _lstm_core_fwd(cfg: _Config, x, w, b, u, h0, c0, mask, xm, hm, reset, hr, cr
         return (h_new, c_new), (h_new, c, res)
 
     (h, c), (hs, cprev, res) = _scan(body, (h0, c0), (zx, mask, reset), cfg)
-    out = (hs, h, c) if cfg.seq else (h, c)
-    return out, (res, cprev, hs, x, w, b, u, h0, mask, xm, hm, reset, hr)
+    return ((hs, h, c) if cfg.seq else (h, c)), (res, cprev, hs)
 
 
-def _lstm_core_bwd(cfg: _Config, saved, cts):
-    res, cprev, hs, x, w, b, u, h0, mask, xm, hm, reset, hr = saved
-    if cfg.seq:
-        dhs, dh_t, dc_t = cts
-    else:
-        (dh_t, dc_t), dhs = cts, None
-    n = h0.shape[-1]
+class _LSTMGates:
+    """The activated gates of every step, from the forward loop's residuals."""
+
+    def __init__(self, cfg: _Config, res: Array):
+        n = res.shape[-1] // 5
+        self.rs, self.rg, self.rc = res[..., :3 * n], res[..., 3 * n:4 * n], res[..., 4 * n:]
+        s = cfg.rec.value(self.rs, 3)
+        self.i, self.f, self.o = s[..., :n], s[..., n:2 * n], s[..., 2 * n:]
+        self.g = cfg.act.value(self.rg, 1)
+        self.tc = cfg.act.value(self.rc, 1)
+
+
+def _lstm_tangents(cfg: _Config, gates: _LSTMGates, cp, keep, dz, dh_in, dc_in, sc):
+    """A step's state tangents from its pre-activation tangent `dz`, the tangents of the
+    entering states and the right-hand side's c block `sc` (None: zero): ``(dc, dh - sh)``,
+    where ``dh - sh`` depends on the right-hand side only through ``dc``."""
+    n = dh_in.shape[-1]
+    ds = cfg.rec.jvp(gates.rs, dz[..., :3 * n], 3)
+    dg = cfg.act.jvp(gates.rg, dz[..., 3 * n:], 1)
+    dc = gates.f * dc_in + cp * ds[..., n:2 * n] + gates.g * ds[..., :n] + gates.i * dg
+    dc = _masked(keep, dc, dc_in)
+    if sc is not None:
+        dc = dc + sc
+    dh = gates.o * cfg.act.jvp(gates.rc, dc, 1) + gates.tc * ds[..., 2 * n:]
+    return dc, _masked(keep, dh, dh_in)
+
+
+def _lstm_core_jvp(cfg: _Config, primals, tangents):
+    x, w, b, u, h0, c0, mask, xm, hm, reset, hr, cr = primals
+    dx, dw, db, du, dh0, dc0, _, _, _, _, dhr, dcr = map(_tangent, tangents)
+    out, (res, cprev, hs) = _lstm_core_fwd(cfg, *primals)
+    t, n = x.shape[0], h0.shape[-1]
+    keep = None if mask is None else mask[:, :, None]
+    widths = (4 * n, n, n)
+    gates = _LSTMGates(cfg, res)
+
+    # The right-hand side: [z | h | c] blocks.
+    eh, ec = _exogenous(dh0, dhr, reset, t), _exogenous(dc0, dcr, reset, t)
+    sz = _add(_proj_tangent(x, w, xm, 4, dx, dw, db),
+              None if du is None else _in_proj(_entering(h0, hs, reset, hr), du, None, hm, 4),
+              _exogenous(_project_or_none(dh0, u, hm, 4), _project_or_none(dhr, u, hm, 4),
+                         reset, t))
+    sh = None if eh is None or keep is None else jnp.where(keep, jnp.zeros((), eh.dtype), eh)
+    sc = None if ec is None else ec * _masked(keep, gates.f, 1)
+
+    def matvec(xv):
+        q, dh, dc = _split(xv, widths)
+        dh_in, dc_in = _cut(reset, _shift(dh)), _cut(reset, _shift(dc))
+        dz = q + _in_proj(dh_in, u, None, hm, 4)
+        # c's equation without its right-hand side; h's reads the unknown dc itself.
+        nc, _ = _lstm_tangents(cfg, gates, cprev, keep, dz, dh_in, dc_in, None)
+        n_h = _masked(keep, gates.o * cfg.act.jvp(gates.rc, dc, 1) + gates.tc *
+                      cfg.rec.jvp(gates.rs, dz[..., :3 * n], 3)[..., 2 * n:], dh_in)
+        return jnp.concatenate([q, dh - n_h, dc - nc], axis=-1)
+
+    def solve(rhs):
+        def body(carry, inp):
+            s_t, res_t, cp, m_t, r_t = inp
+            dh_in, dc_in = _cut(r_t, carry[0]), _cut(r_t, carry[1])
+            sz_t, sh_t, sc_t = _split(s_t, widths)
+            dz = sz_t + _cells.project(dh_in, u, hm, 4)
+            dc, dh = _lstm_tangents(cfg, _LSTMGates(cfg, res_t), cp,
+                                    None if m_t is None else m_t[:, None], dz, dh_in, dc_in,
+                                    sc_t)
+            dh = dh + sh_t
+            return (dh, dc), (dh, dc)
+
+        zero = jnp.zeros_like(h0)
+        dh, dc = _scan(body, (zero, zero), (rhs, res, cprev, mask, reset), cfg)[1]
+        return jnp.concatenate([rhs[..., :4 * n], dh, dc], axis=-1)
+
+    tx = _linear_solve([sz, sh, sc], widths, res.dtype, matvec, solve,
+                       functools.partial(_lstm_adjoint, cfg, res, cprev, u, hm, mask, reset))
+    if tx is None:
+        return out, jax.tree.map(jnp.zeros_like, out)
+    _, th, tc = _split(tx, widths)
+    return out, ((th, th[-1], tc[-1]) if cfg.seq else (th[-1], tc[-1]))
+
+
+def _lstm_adjoint(cfg: _Config, res, cprev, u, hm, mask, reset, ct):
+    """The backward loop: the transpose of the tangent system's solve. Given the cotangents
+    of the unknowns `ct` [T, B, 6H] (in the states' blocks, the layer's output cotangents),
+    returns those of the right-hand side, ``[dz | dh | dc]`` per step: ``dz`` [4H], the
+    pre-activations' gradient (whence the kernels', biases' and inputs' gradients, as single
+    matmuls), is the loop's plus `ct`'s own q block, added after the loop."""
+    n = cprev.shape[-1]
     rec, act = cfg.rec, cfg.act
     ut = u.T  # transposed once: [4H, H] @ in the loop is faster than a transposed dot
+    # The states' cotangents in one buffer: one fetch per step (the c part is zero but at
+    # the last step in first-order differentiation).
+    ctq, cts = ct[..., :4 * n], ct[..., 4 * n:]
 
     def body(carry, inp):
-        dh, dc, dhr, dcr = carry
-        dhs_t, res_t, cp, m_t, r_t = inp
-        if dhs_t is not None:
-            dh = dh + dhs_t
+        dh, dc = carry
+        cts_t, res_t, cp, m_t, r_t = inp
+        dh = dh + cts_t[:, :n]
         s = rec.value(res_t[:, :3 * n], 3)
         g = act.value(res_t[:, 3 * n:4 * n], 1)
         tc = act.value(res_t[:, 4 * n:], 1)
         i, f, o = s[:, :n], s[:, n:2 * n], s[:, 2 * n:]
         keep = None if m_t is None else m_t[:, None]
         dh_c = _masked(keep, dh, 0)
+        dc = dc + cts_t[:, n:] + act.grad(res_t[:, 4 * n:], dh_c * o, 1)
         dc_c = _masked(keep, dc, 0)
-        dc_c = dc_c + act.grad(res_t[:, 4 * n:], dh_c * o, 1)
         ds = jnp.concatenate([dc_c * g, dc_c * cp, dh_c * tc], axis=-1)
         dz = jnp.concatenate([rec.grad(res_t[:, :3 * n], ds, 3),
                               act.grad(res_t[:, 3 * n:4 * n], dc_c * i, 1)], axis=-1)
@@ -341,24 +503,22 @@ def _lstm_core_bwd(cfg: _Config, saved, cts):
         if keep is not None:
             dh_prev = dh_prev + jnp.where(keep, 0, dh)
             dc_prev = jnp.where(keep, dc_prev, dc)
-        dh_prev, dhr = _route_reset(r_t, dh_prev, dhr)
-        dc_prev, dcr = _route_reset(r_t, dc_prev, dcr)
-        return (dh_prev, dc_prev, dhr, dcr), dz
+        return (_cut(r_t, dh_prev), _cut(r_t, dc_prev)), (dz, dh, dc)
 
-    zero = None if reset is None else jnp.zeros_like(dh_t)
-    (dh0, dc0, dhr, dcr), dz = _scan(body, (dh_t, dc_t, zero, zero),
-                                     (dhs, res, cprev, mask, reset), cfg, reverse=True)
-    du = _rec_grad_u(_entering(h0, hs, reset, hr), dz, hm, 4)
-    return (*_proj_grads(x, w, b, xm, 4, dz), du, dh0, dc0, None, None, None, None, dhr, dcr)
+    zero = jnp.zeros_like(cprev[0])
+    _, (dz, dh, dc) = _scan(body, (zero, zero), (cts, res, cprev, mask, reset), cfg,
+                            reverse=True)
+    return jnp.concatenate([ctq + dz, dh, dc], axis=-1)
 
 
-_lstm_core.defvjp(_lstm_core_fwd, _lstm_core_bwd)
+_lstm_core.defjvp(_lstm_core_jvp, symbolic_zeros=True)
 
 
 # ----------------------------------------------------------------------------- GRU cores
 #
 # reset_after=True: zx [T, B, 3H] holds x @ W + input bias + the z, r part of the recurrent
 # bias; rb [H] (or None) is the h part of the recurrent bias, added inside r * (h U_h + rb).
+# The tangent system's unknowns per step: [z, r | n] pre-activations (3H), h (H).
 
 
 def _gru_step(cfg: _Config, u, rb, hm, h, zx_t, m_t):
@@ -378,7 +538,7 @@ def _gru_step(cfg: _Config, u, rb, hm, h, zx_t, m_t):
     return _masked(keep, h_new, h), res
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _gru_core(cfg: _Config, x, w, b, u, rb, h0, mask, xm, hm, reset, hr):
     def body(h, inp):
         x_t, m_t, r_t = inp
@@ -399,23 +559,95 @@ def _gru_core_fwd(cfg: _Config, x, w, b, u, rb, h0, mask, xm, hm, reset, hr):
         return h_new, (h_new, res)
 
     h, (hs, res) = _scan(body, h0, (zx, mask, reset), cfg)
-    out = (hs, h) if cfg.seq else h
-    return out, (res, hs, x, w, b, u, rb, h0, mask, xm, hm, reset, hr)
+    return ((hs, h) if cfg.seq else h), (res, hs)
 
 
-def _gru_core_bwd(cfg: _Config, saved, cts):
-    res, hs, x, w, b, u, rb, h0, mask, xm, hm, reset, hr = saved
-    dhs, dh_t = cts if cfg.seq else (None, cts)
-    n = h0.shape[-1]
-    rec, act = cfg.rec, cfg.act
+class _GRUGates:
+    """The activated gates of every step (and ``hh``, reset_after), from the residuals."""
+
+    def __init__(self, cfg: _Config, res: Array, n: int):
+        self.rzr, self.rn = res[..., :2 * n], res[..., 2 * n:3 * n]
+        zr = cfg.rec.value(self.rzr, 2)
+        self.z, self.r = zr[..., :n], zr[..., n:]
+        self.cand = cfg.act.value(self.rn, 1)
+        self.hh = res[..., 3 * n:]
+
+
+def _gru_tangent_h(cfg, gates: _GRUGates, hp, keep, dzr, dn, dh_in, sh):
+    """The tangent of the state leaving a step (both GRU variants)."""
+    n = dh_in.shape[-1]
+    dz = cfg.rec.jvp(gates.rzr, dzr, 2)[..., :n]
+    dh = gates.z * dh_in + (hp - gates.cand) * dz + (1 - gates.z) * cfg.act.jvp(gates.rn, dn, 1)
+    return _add(sh, _masked(keep, dh, dh_in))
+
+
+def _gru_core_jvp(cfg: _Config, primals, tangents):
+    x, w, b, u, rb, h0, mask, xm, hm, reset, hr = primals
+    dx, dw, db, du, drb, dh0, _, _, _, _, dhr = map(_tangent, tangents)
+    out, (res, hs) = _gru_core_fwd(cfg, *primals)
+    t, n = x.shape[0], h0.shape[-1]
+    keep = None if mask is None else mask[:, :, None]
+    widths = (3 * n, n)
     hprev = _entering(h0, hs, reset, hr)
-    ut = u.T
+    gates = _GRUGates(cfg, res, n)
 
-    def body(carry, inp):
-        dh, dhr = carry
-        dhs_t, res_t, hp, m_t, r_t = inp
-        if dhs_t is not None:
-            dh = dh + dhs_t
+    eh = _exogenous(dh0, dhr, reset, t)
+    # d(hU + rb) from outside the loop: [z, r | h] parts; the h part is gated by r.
+    q = _add(None if du is None else _in_proj(hprev, du, None, hm, 3),
+             _exogenous(_project_or_none(dh0, u, hm, 3), _project_or_none(dhr, u, hm, 3),
+                        reset, t))
+    qh = _add(_cols(q, 2 * n, 3 * n), None if drb is None else jnp.broadcast_to(drb, gates.r.shape))
+    sq = None if qh is None else jnp.concatenate(
+        [jnp.zeros_like(gates.rzr) if q is None else q[..., :2 * n], gates.r * qh], axis=-1)
+    sz = _add(_proj_tangent(x, w, xm, 3, dx, dw, db), sq)
+    sh = None if eh is None else eh * _masked(keep, gates.z, 1)
+
+    def pre_activations(g: _GRUGates, q, dh_in, p):
+        """The tangents of [z, r] and n's pre-activations: q (the right-hand side's block)
+        plus what the entering state's tangent adds, ``p = P(dh_in)``."""
+        dzr = q[..., :2 * n] + p[..., :2 * n]
+        dn = q[..., 2 * n:] + cfg.rec.jvp(g.rzr, dzr, 2)[..., n:] * g.hh + g.r * p[..., 2 * n:]
+        return dzr, dn
+
+    def matvec(xv):
+        q, dh = _split(xv, widths)
+        dh_in = _cut(reset, _shift(dh))
+        dzr, dn = pre_activations(gates, q, dh_in, _in_proj(dh_in, u, None, hm, 3))
+        nh = _gru_tangent_h(cfg, gates, hprev, keep, dzr, dn, dh_in, None)
+        return jnp.concatenate([q, dh - nh], axis=-1)
+
+    def solve(rhs):
+        def body(dh, inp):
+            s_t, res_t, hp, m_t, r_t = inp
+            dh_in = _cut(r_t, dh)
+            g = _GRUGates(cfg, res_t, n)
+            dzr, dn = pre_activations(g, s_t[:, :3 * n], dh_in, _cells.project(dh_in, u, hm, 3))
+            dh = _gru_tangent_h(cfg, g, hp, None if m_t is None else m_t[:, None], dzr, dn,
+                                dh_in, s_t[:, 3 * n:])
+            return dh, dh
+
+        dh = _scan(body, jnp.zeros_like(h0), (rhs, res, hprev, mask, reset), cfg)[1]
+        return jnp.concatenate([rhs[..., :3 * n], dh], axis=-1)
+
+    tx = _linear_solve([sz, sh], widths, res.dtype, matvec, solve,
+                       functools.partial(_gru_adjoint, cfg, res, hprev, u, hm, mask, reset))
+    if tx is None:
+        return out, jax.tree.map(jnp.zeros_like, out)
+    th = tx[..., 3 * n:]
+    return out, ((th, th[-1]) if cfg.seq else th[-1])
+
+
+def _gru_adjoint(cfg: _Config, res, hprev, u, hm, mask, reset, ct):
+    """The backward loop (see `_lstm_adjoint`): ct [T, B, 4H] -> per step the cotangents of
+    the [z, r | n] pre-activations and of h."""
+    n = hprev.shape[-1]
+    rec, act = cfg.rec, cfg.act
+    ut = u.T
+    ctq, cth = ct[..., :3 * n], ct[..., 3 * n:]
+
+    def body(dh, inp):
+        cth_t, res_t, hp, m_t, r_t = inp
+        dh = dh + cth_t
         zr = rec.value(res_t[:, :2 * n], 2)
         z, r = zr[:, :n], zr[:, n:]
         cand = act.value(res_t[:, 2 * n:3 * n], 1)
@@ -428,20 +660,14 @@ def _gru_core_bwd(cfg: _Config, saved, cts):
         dh_prev = dh_c * z + _rec_proj_t(dhz, ut, hm, 3)
         if keep is not None:
             dh_prev = dh_prev + jnp.where(keep, 0, dh)
-        return _route_reset(r_t, dh_prev, dhr), (dzr, dn)
+        return _cut(r_t, dh_prev), (jnp.concatenate([dzr, dn], axis=-1), dh)
 
-    zero = None if reset is None else jnp.zeros_like(dh_t)
-    (dh0, dhr), (dzr, dn) = _scan(body, (dh_t, zero), (dhs, res, hprev, mask, reset), cfg,
-                                  reverse=True)
-    r = rec.value(res[..., :2 * n], 2)[..., n:]
-    dhh = dn * r
-    dzx = jnp.concatenate([dzr, dn], axis=-1)
-    du = _rec_grad_u(hprev, jnp.concatenate([dzr, dhh], axis=-1), hm, 3)
-    drb = None if rb is None else _sum_tb(dhh)
-    return (*_proj_grads(x, w, b, xm, 3, dzx), du, drb, dh0, None, None, None, None, dhr)
+    _, (dz, dh) = _scan(body, jnp.zeros_like(hprev[0]), (cth, res, hprev, mask, reset), cfg,
+                        reverse=True)
+    return jnp.concatenate([ctq + dz, dh], axis=-1)
 
 
-_gru_core.defvjp(_gru_core_fwd, _gru_core_bwd)
+_gru_core.defjvp(_gru_core_jvp, symbolic_zeros=True)
 
 
 # reset_after=False: zx [T, B, 3H] = x @ W + bias; n = act(x W_h + b_h + (r * h) U_h).
@@ -469,7 +695,7 @@ def _grub_step(cfg: _Config, u, hm, h, zx_t, m_t):
     return _masked(keep, h_new, h), res
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
 def _grub_core(cfg: _Config, x, w, b, u, h0, mask, xm, hm, reset, hr):
     def body(h, inp):
         x_t, m_t, r_t = inp
@@ -490,24 +716,91 @@ def _grub_core_fwd(cfg: _Config, x, w, b, u, h0, mask, xm, hm, reset, hr):
         return h_new, (h_new, res)
 
     h, (hs, res) = _scan(body, h0, (zx, mask, reset), cfg)
-    out = (hs, h) if cfg.seq else h
-    return out, (res, hs, x, w, b, u, h0, mask, xm, hm, reset, hr)
+    return ((hs, h) if cfg.seq else h), (res, hs)
 
 
-def _grub_core_bwd(cfg: _Config, saved, cts):
-    res, hs, x, w, b, u, h0, mask, xm, hm, reset, hr = saved
-    dhs, dh_t = cts if cfg.seq else (None, cts)
-    n = h0.shape[-1]
+def _dropped(h: Array, hm: Array | None) -> Array:
+    return h if hm is None else h * hm
+
+
+def _grub_core_jvp(cfg: _Config, primals, tangents):
+    x, w, b, u, h0, mask, xm, hm, reset, hr = primals
+    dx, dw, db, du, dh0, _, _, _, _, dhr = map(_tangent, tangents)
+    out, (res, hs) = _grub_core_fwd(cfg, *primals)
+    t, n = x.shape[0], h0.shape[-1]
+    keep = None if mask is None else mask[:, :, None]
+    widths = (3 * n, n)
+    hm_zr, hm_h = _split_hm(hm)
+    u_zr, u_h = u[:, :2 * n], u[:, 2 * n:]
+    hprev = _entering(h0, hs, reset, hr)
+    gates = _GRUGates(cfg, res, n)
+    hm_t = None if hm_h is None else hm_h[None]
+
+    eh = _exogenous(dh0, dhr, reset, t)
+    if eh is None:
+        en = None
+    elif reset is None:  # only step 0 has an exogenous entering state: one small matmul
+        en = _first((gates.r[0] * _dropped(dh0, hm_h)) @ u_h, t)
+    else:
+        en = _cells.dense(gates.r * _dropped(eh, hm_t), u_h)
+    dzx = _proj_tangent(x, w, xm, 3, dx, dw, db)
+    szr = _add(_cols(dzx, 0, 2 * n),
+               None if du is None else _in_proj(hprev, du[:, :2 * n], None, hm_zr, 2),
+               _exogenous(_project_or_none(dh0, u_zr, hm_zr, 2),
+                          _project_or_none(dhr, u_zr, hm_zr, 2), reset, t))
+    sn = _add(_cols(dzx, 2 * n, 3 * n),
+              None if du is None else _cells.dense(gates.r * _dropped(hprev, hm_t), du[:, 2 * n:]),
+              en)
+    sz = None if szr is None and sn is None else jnp.concatenate(
+        [jnp.zeros_like(gates.rzr) if szr is None else szr,
+         jnp.zeros_like(gates.rn) if sn is None else sn], axis=-1)
+    sh = None if eh is None else eh * _masked(keep, gates.z, 1)
+
+    def matvec(xv):
+        q, dh = _split(xv, widths)
+        dh_in = _cut(reset, _shift(dh))
+        dzr = q[..., :2 * n] + _in_proj(dh_in, u_zr, None, hm_zr, 2)
+        dr = cfg.rec.jvp(gates.rzr, dzr, 2)[..., n:]
+        dq = dr * _dropped(hprev, hm_t) + gates.r * _dropped(dh_in, hm_t)
+        dn = q[..., 2 * n:] + _cells.dense(dq, u_h)
+        nh = _gru_tangent_h(cfg, gates, hprev, keep, dzr, dn, dh_in, None)
+        return jnp.concatenate([q, dh - nh], axis=-1)
+
+    def solve(rhs):
+        def body(dh, inp):
+            s_t, res_t, hp, m_t, r_t = inp
+            dh_in = _cut(r_t, dh)
+            g = _GRUGates(cfg, res_t, n)
+            dzr = s_t[:, :2 * n] + _cells.project(dh_in, u_zr, hm_zr, 2)
+            dr = cfg.rec.jvp(g.rzr, dzr, 2)[:, n:]
+            dq = dr * _dropped(hp, hm_h) + g.r * _dropped(dh_in, hm_h)
+            dn = s_t[:, 2 * n:3 * n] + dq @ u_h
+            dh = _gru_tangent_h(cfg, g, hp, None if m_t is None else m_t[:, None], dzr, dn,
+                                dh_in, s_t[:, 3 * n:])
+            return dh, dh
+
+        dh = _scan(body, jnp.zeros_like(h0), (rhs, res, hprev, mask, reset), cfg)[1]
+        return jnp.concatenate([rhs[..., :3 * n], dh], axis=-1)
+
+    tx = _linear_solve([sz, sh], widths, res.dtype, matvec, solve,
+                       functools.partial(_grub_adjoint, cfg, res, hprev, u, hm, mask, reset))
+    if tx is None:
+        return out, jax.tree.map(jnp.zeros_like, out)
+    th = tx[..., 3 * n:]
+    return out, ((th, th[-1]) if cfg.seq else th[-1])
+
+
+def _grub_adjoint(cfg: _Config, res, hprev, u, hm, mask, reset, ct):
+    """The backward loop (see `_lstm_adjoint`) of reset_after=False."""
+    n = hprev.shape[-1]
     rec, act = cfg.rec, cfg.act
     hm_zr, hm_h = _split_hm(hm)
     ut_zr, ut_h = u[:, :2 * n].T, u[:, 2 * n:].T
-    hprev = _entering(h0, hs, reset, hr)
+    ctq, cth = ct[..., :3 * n], ct[..., 3 * n:]
 
-    def body(carry, inp):
-        dh, dhr = carry
-        dhs_t, res_t, hp, m_t, r_t = inp
-        if dhs_t is not None:
-            dh = dh + dhs_t
+    def body(dh, inp):
+        cth_t, res_t, hp, m_t, r_t = inp
+        dh = dh + cth_t
         zr = rec.value(res_t[:, :2 * n], 2)
         z, r = zr[:, :n], zr[:, n:]
         cand = act.value(res_t[:, 2 * n:], 1)
@@ -515,26 +808,19 @@ def _grub_core_bwd(cfg: _Config, saved, cts):
         dh_c = _masked(keep, dh, 0)
         dn = act.grad(res_t[:, 2 * n:], dh_c * (1 - z), 1)
         dq = dn @ ut_h  # gradient wrt q = r * hd
-        hd = hp if hm_h is None else hp * hm_h
+        hd = _dropped(hp, hm_h)
         dzr = rec.grad(res_t[:, :2 * n], jnp.concatenate([dh_c * (hp - cand), dq * hd], -1), 2)
-        dhd = dq * r
-        dh_prev = dh_c * z + _rec_proj_t(dzr, ut_zr, hm_zr, 2) + \
-            (dhd if hm_h is None else dhd * hm_h)
+        dh_prev = dh_c * z + _rec_proj_t(dzr, ut_zr, hm_zr, 2) + _dropped(dq * r, hm_h)
         if keep is not None:
             dh_prev = dh_prev + jnp.where(keep, 0, dh)
-        return _route_reset(r_t, dh_prev, dhr), jnp.concatenate([dzr, dn], axis=-1)
+        return _cut(r_t, dh_prev), (jnp.concatenate([dzr, dn], axis=-1), dh)
 
-    zero = None if reset is None else jnp.zeros_like(dh_t)
-    (dh0, dhr), dzx = _scan(body, (dh_t, zero), (dhs, res, hprev, mask, reset), cfg,
-                            reverse=True)
-    r = rec.value(res[..., :2 * n], 2)[..., n:]
-    q = r * (hprev if hm_h is None else hprev * hm_h[None])
-    du = jnp.concatenate([_rec_grad_u(hprev, dzx[..., :2 * n], hm_zr, 2),
-                          _tmm(q, dzx[..., 2 * n:])], axis=1)
-    return (*_proj_grads(x, w, b, xm, 3, dzx), du, dh0, None, None, None, None, dhr)
+    _, (dz, dh) = _scan(body, jnp.zeros_like(hprev[0]), (cth, res, hprev, mask, reset), cfg,
+                        reverse=True)
+    return jnp.concatenate([ctq + dz, dh], axis=-1)
 
 
-_grub_core.defvjp(_grub_core_fwd, _grub_core_bwd)
+_grub_core.defjvp(_grub_core_jvp, symbolic_zeros=True)
 
 
 # ----------------------------------------------------------------------------- one cell

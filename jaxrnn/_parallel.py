@@ -30,6 +30,9 @@ one step at a time -- Keras 3's semantics, masks and ``go_backwards`` included:
 All the work that depends on the inputs (projections, gates, readout) runs as a few large
 operations over [T, B, *] arrays; only the elementwise recurrence itself is a scan, solved by
 `linear_scan` with a hand-written backward pass (the adjoint is another linear recurrence).
+Its tangent is a linear recurrence in the same coefficients, so forward mode (`jax.jvp`,
+`jax.jacfwd`, `jax.linearize`) runs it forwards while `jax.grad` still runs the adjoint
+(a `jax.lax.custom_linear_solve` inside a `jax.custom_jvp`).
 Its solver (the layer's ``solver`` argument) is `jax.lax.associative_scan` (O(log T) depth)
 except on CPU, where a `lax.scan` over the precomputed coefficients is faster (see
 `default_solver`); there long sequences run in chunks that the backward pass recomputes from
@@ -127,27 +130,53 @@ def _recur(a: Array, b: Array, h0: Array, solver: str, *, reverse: bool = False)
     return lax.associative_scan(_combine, (a, b), reverse=reverse, axis=0)[1]
 
 
-def _forward(a: Array, b: Array, h0: Array, log_space: bool, solver: str) -> tuple[Array, Array]:
-    """All states ``h`` [T, B, N] and the linear-space coefficients ``a`` they came from."""
+def _forward(a: Array, b: Array, h0: Array, log_space: bool,
+             solver: str) -> tuple[Array, Array, Array | None]:
+    """All states ``h`` [T, B, N], the linear-space coefficients ``a`` they came from, and
+    the linear-space ``b`` where it was computed (the sequential solver in log space)."""
     if not log_space:
-        return _recur(a, b, h0.astype(b.dtype), solver), a
+        return _recur(a, b, h0.astype(b.dtype), solver), a, None
     if solver == "sequential":  # |a_t| <= 1: the linear-space loop is as stable as the cell
-        a = jnp.exp(a)
-        return _recur(a, jnp.exp(b), h0, solver), a
+        a, b = jnp.exp(a), jnp.exp(b)
+        return _recur(a, b, h0, solver), a, b
     log_a, log_b = lax.associative_scan(_combine_log, (jnp.broadcast_to(a, b.shape), b), axis=0)
     # h_t = A_t h_0 + B_t: h_0 stays out of log space, so any sign is exact.
-    return jnp.exp(log_a) * h0[None] + jnp.exp(log_b), jnp.exp(a)
+    return jnp.exp(log_a) * h0[None] + jnp.exp(log_b), jnp.exp(a), None
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _adjoint(a: Array, dh: Array, solver: str) -> Array:
+    """The adjoint recurrence ``g_t = dh_t + a_{t+1} g_{t+1}`` (``a_T = 0``): the transpose of
+    ``h_t = a_t h_{t-1} + s_t`` from ``h_{-1} = 0``, as a map from s to h."""
+    if solver == "sequential" and a.shape[0] != 1:
+        # Carry a_{t+1} g_{t+1} instead of shifting a.
+        def body(carry, a_dh):
+            g_t = a_dh[1] + carry
+            return a_dh[0] * g_t, g_t
+
+        return lax.scan(body, jnp.zeros_like(dh[0]), (a, dh), reverse=True)[1]
+    # a_{t+1} at step t (a_T = 0: it starts from zero); an invariant a needs no shift
+    a_next = a if a.shape[0] == 1 else jnp.concatenate([a[1:], jnp.zeros_like(a[:1])])
+    return _recur(a_next, dh, jnp.zeros_like(dh[0]), solver, reverse=True)
+
+
+def _is_zero(t: Any) -> bool:
+    return type(t) is jax.custom_derivatives.SymbolicZero
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(3, 4))
 def linear_scan(a: Array, b: Array, h0: Array, log_space: bool = False,
                 solver: str = "associative") -> Array:
     """Solves ``h_t = a_t * h_{t-1} + b_t`` for every t.
 
-    The backward pass is the adjoint recurrence, itself a reverse linear recurrence solved
-    the same way: ``g_t = dL/dh_t + a_{t+1} g_{t+1}``, ``dL/db_t = g_t``,
-    ``dL/da_t = g_t h_{t-1}``, ``dL/dh_0 = a_0 g_0`` (no conjugates: JAX's convention for
-    complex cotangents) -- much cheaper than differentiating through the scan.
+    Differentiation: the tangent of the states is itself a linear recurrence in the same
+    coefficients, ``dh_t = a_t dh_{t-1} + s_t`` with ``s_t = da_t h_{t-1} + db_t`` (and
+    ``a_0 dh_0`` added at t = 0), solved by `jax.lax.custom_linear_solve`: forwards by the
+    same solver for `jax.jvp`, and for reverse mode by the adjoint recurrence
+    ``g_t = dL/dh_t + a_{t+1} g_{t+1}`` (`_adjoint`), after which ``dL/db_t = g_t``,
+    ``dL/da_t = g_t h_{t-1}`` and ``dL/dh_0 = a_0 g_0`` are the transposes of single
+    elementwise products (no conjugates: JAX's convention for complex cotangents) -- much
+    cheaper than differentiating through the scan. Every mode of JAX autodiff works:
+    `jax.grad`, `jax.jvp`, `jax.jacfwd`, `jax.linearize`, `jax.hessian`, under `jax.vmap`.
 
     Args:
       a: [T, B, N] coefficients (log a_t when `log_space`), real or complex; or [1, B, N]
@@ -164,36 +193,37 @@ def linear_scan(a: Array, b: Array, h0: Array, log_space: bool = False,
     return _forward(a, b, h0, log_space, solver)[0]
 
 
-def _linear_scan_fwd(a, b, h0, log_space, solver):
-    h, a_lin = _forward(a, b, h0, log_space, solver)
-    return h, (a_lin, b if log_space else None, h, h0)
+def _linear_scan_jvp(log_space, solver, primals, tangents):
+    a, b, h0 = primals
+    da, db, dh0 = tangents
+    h, a_lin, b_lin = _forward(a, b, h0, log_space, solver)
+    s = None  # the tangent's input term s_t
+    if not _is_zero(da):
+        h_prev = jnp.concatenate([h0.astype(h.dtype)[None], h[:-1]], axis=0)
+        s = (da * a_lin if log_space else da) * h_prev  # d/dlog x = x d/dx
+    if not _is_zero(db):
+        if log_space:
+            db = db * (jnp.exp(b) if b_lin is None else b_lin)
+        s = db if s is None else s + db
+    if not _is_zero(dh0):
+        s0 = (a_lin[0] * dh0.astype(h.dtype))[None]
+        s0 = jnp.concatenate([s0, jnp.zeros((h.shape[0] - 1, *h.shape[1:]), h.dtype)])
+        s = s0 if s is None else s + s0
+    if s is None:
+        return h, jnp.zeros_like(h)
+    s = jnp.broadcast_to(s.astype(h.dtype), h.shape)
+    zero = jnp.zeros_like(h[0])
+
+    def matvec(x):  # x_t - a_t x_{t-1}: what `solve` inverts (implicit differentiation)
+        return x - a_lin * jnp.concatenate([zero[None], x[:-1]], axis=0)
+
+    dh = lax.custom_linear_solve(
+        matvec, s, solve=lambda _, s: _recur(a_lin, s, zero, solver),
+        transpose_solve=lambda _, g: _adjoint(a_lin, g, solver))
+    return h, dh
 
 
-def _linear_scan_bwd(log_space, solver, res, dh):
-    a, log_b, h, h0 = res
-    dh = dh.astype(h.dtype)
-    if solver == "sequential" and a.shape[0] != 1:
-        # g_t = dh_t + a_{t+1} g_{t+1}: carry a_{t+1} g_{t+1} instead of shifting a.
-        def body(carry, a_dh):
-            g_t = a_dh[1] + carry
-            return a_dh[0] * g_t, g_t
-
-        g = lax.scan(body, jnp.zeros_like(h[0]), (a, dh), reverse=True)[1]
-    else:  # a_{t+1} at step t (a_T = 0: it starts from zero); an invariant a needs no shift
-        a_next = a if a.shape[0] == 1 else jnp.concatenate([a[1:], jnp.zeros_like(a[:1])])
-        g = _recur(a_next, dh, jnp.zeros_like(h[0]), solver, reverse=True)
-    h_prev = jnp.concatenate([h0.astype(h.dtype)[None], h[:-1]], axis=0)
-    da, db = g * h_prev, g
-    if a.shape != da.shape:  # an `a` shared by steps (or batch rows) gets their sum
-        da = jnp.sum(da, axis=tuple(i for i, (m, n) in enumerate(zip(a.shape, da.shape))
-                                    if m != n), keepdims=True)
-    dh0 = (a[0] * g[0]).astype(h0.dtype)
-    if log_space:  # d/dlog x = x d/dx
-        da, db = da * a, db * jnp.exp(log_b)
-    return da, db, dh0
-
-
-linear_scan.defvjp(_linear_scan_fwd, _linear_scan_bwd)
+linear_scan.defjvp(_linear_scan_jvp, symbolic_zeros=True)
 
 
 def _log_zero(dtype) -> Array:

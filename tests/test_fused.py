@@ -110,9 +110,9 @@ def test_supports():
 def test_default_layers_take_the_fused_path(layer):
     params = layer.init(jax.random.key(0), (B, T, F))
     jaxpr = str(jax.make_jaxpr(layer)(params, _x()))
-    assert "custom_vjp_call" in jaxpr
+    assert "custom_jvp_call" in jaxpr
     generic = str(jax.make_jaxpr(dataclasses.replace(layer, fused=False))(params, _x()))
-    assert "custom_vjp_call" not in generic
+    assert "custom_jvp_call" not in generic
 
 
 # ----------------------------------------------------------------------------- equivalence
