@@ -14,6 +14,7 @@ from jaxrnn._cells import StackedRNNCells as StackedRNNCells
 from jaxrnn._io import load as load
 from jaxrnn._io import save as save
 from jaxrnn._keras import from_keras as from_keras
+from jaxrnn._keras import to_keras as to_keras
 from jaxrnn._layers import GRU as GRU
 from jaxrnn._layers import LSTM as LSTM
 from jaxrnn._layers import RNN as RNN
@@ -66,5 +67,6 @@ __all__ = [
     "save",
     "serialize",
     "shard_batch",
+    "to_keras",
     "to_torch",
 ]
