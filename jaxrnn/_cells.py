@@ -512,13 +512,19 @@ class SimpleRNNCell(RNNCellBase):
             return h, (h,)
 
 
+_ELEMENTWISE_INITIALIZERS = ("zeros", "ones", "random_normal", "truncated_normal",
+                             "random_uniform")
+
+
 def _initialize_vector(spec: Initializer, key: Array, n: int, dtype) -> Array:
     """A 1-D weight [n] from an initializer, with Keras's fans for a 1-D shape.
 
     Keras gives a 1-D weight fan_in = fan_out = n; JAX's variance-scaling initializers refuse
     1-D shapes. The diagonal of an [n, n] draw has exactly Keras's distribution for them
-    (glorot/he/lecun, uniform or normal), and is the plain draw for elementwise ones.
+    (glorot/he/lecun, uniform or normal); the elementwise named ones draw [n] directly.
     """
+    if isinstance(spec, str) and spec.lower() in _ELEMENTWISE_INITIALIZERS:
+        return _initialize(spec, key, (n,), dtype)
     return jnp.diagonal(_initialize(spec, key, (n, n), dtype))
 
 
@@ -598,8 +604,9 @@ class LSTMCell(_LSTMBase):
       >>> proj = jr.LSTMCell(4, proj_size=2)  # PyTorch's nn.LSTM(3, 4, proj_size=2)
       >>> jax.tree.map(jnp.shape, proj.init(jax.random.key(0), 3))
       {'bias': (16,), 'kernel': (3, 16), 'projection': (4, 2), 'recurrent_kernel': (2, 16)}
-      >>> [s.shape for s in proj.get_initial_state(5)]  # h [B, P], c [B, H]
-      [(5, 2), (5, 4)]
+      >>> h, c = proj.get_initial_state(5)
+      >>> h.shape, c.shape  # [B, P], [B, H]
+      ((5, 2), (5, 4))
     """
 
     units: int
