@@ -340,7 +340,8 @@ def _shift(seq: Array) -> Array:
 # ----------------------------------------------------------------------------- LSTM core
 #
 # Gates in the order (i, f, o | g): one recurrent_activation over [B, 3H], one activation
-# over [B, H]. zx [T, B, 4H] is the input projection with the bias; u [H, 4H].
+# over [B, H]. zx [T, B, 4H] is the input projection with the bias; u [P, 4H]; r [H, P] the
+# projected LSTM's projection (h = (o * act(c)) @ r, h [B, P]), or None (P = H).
 
 
 def _proj(m: Array, r: Array | None) -> Array:
