@@ -7,7 +7,8 @@ one reply per line on stdout.
 
 - ``{"op": "build", "kind": "lstm", "shape": [B, T, F, H], "mode": "train", "device": "cpu"}``
   builds the module and runs one step: ``{"compile_s": first step's seconds,
-  "peak_mb": growth of the process's peak RSS over the build and that step}``
+  "peak_mb": growth of the process's peak RSS over the build and that step}`` (on a CUDA
+  device, PyTorch's peak of allocated GPU memory instead)
   (``{"skip": reason}`` if it cannot run here). A peak is a high-water mark, so
   `bench_rnn` starts one worker per case.
 - ``{"op": "run"}`` runs one step of the last built case: ``{"t": seconds}``.
@@ -70,12 +71,19 @@ def main() -> None:
             step = None  # free the previous case first
             before = _rss_mb()
             try:
+                cuda = req.get("device") == "cuda"
+                if cuda:
+                    import torch
+
+                    if torch.cuda.is_available():
+                        torch.cuda.reset_peak_memory_stats()
                 step, reply = _build(req)
                 if step is not None:
                     t0 = time.perf_counter()
                     step()
                     reply = {"compile_s": time.perf_counter() - t0,
-                             "peak_mb": _rss_mb() - before}
+                             "peak_mb": (torch.cuda.max_memory_allocated() / 2 ** 20 if cuda
+                                         else _rss_mb() - before)}
             except ImportError as e:
                 reply = {"skip": f"torch not installed ({e})"}
             except Exception as e:  # reported as a skipped contender, not fatal
