@@ -14,7 +14,7 @@ from typing import Any
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn import _cells, _layers, _resolve
+from jaxrnn import _cells, _conv, _layers, _resolve
 
 # Keras's RNN flags that jaxrnn's RNN has under the same name and meaning.
 _RNN_FLAGS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll",
@@ -66,17 +66,50 @@ def _weight(variable: Any) -> jnp.ndarray:
     return jnp.asarray(np.asarray(value), dtype=jnp.dtype(variable.dtype))
 
 
+def _is_conv_lstm_cell(keras_cell: Any) -> bool:
+    """Whether `keras_cell` is Keras's ConvLSTMCell (the cell of ConvLSTM1D/2D/3D), which
+    ``keras.layers`` does not export."""
+    return any(c.__name__ == "ConvLSTMCell" and c.__module__.startswith("keras")
+               for c in type(keras_cell).__mro__)
+
+
+def _conv_cell(keras_cell: Any, where: str) -> tuple[Any, dict]:
+    """A built Keras ConvLSTMCell as ``(jaxrnn.ConvLSTMCell, params)``."""
+    config = keras_cell.get_config()
+    kw: dict[str, Any] = {"rank": int(keras_cell.rank)}
+    for field in dataclasses.fields(_conv.ConvLSTMCell):
+        name = field.name
+        if name == "rank":
+            continue
+        if name.endswith("activation"):
+            kw[name] = _activation(config[name], f"{where}.{name}")
+        elif name.endswith("initializer"):
+            kw[name] = _initializer(config.get(name), str(field.default))
+        else:
+            kw[name] = config[name]
+    cell = _conv.ConvLSTMCell(**kw)
+    params = {"kernel": _weight(keras_cell.kernel),
+              "recurrent_kernel": _weight(keras_cell.recurrent_kernel)}
+    if cell.use_bias:
+        params["bias"] = _weight(keras_cell.bias)
+    return cell, params
+
+
 def _cell(keras_cell: Any, where: str) -> tuple[Any, dict]:
-    """A built Keras SimpleRNNCell/LSTMCell/GRUCell as ``(jaxrnn cell, params)``."""
+    """A built Keras SimpleRNNCell/LSTMCell/GRUCell/ConvLSTMCell as ``(jaxrnn cell,
+    params)``."""
     import keras
 
+    if _is_conv_lstm_cell(keras_cell):
+        return _conv_cell(keras_cell, where)
     kind = next((name for name in _JR_CELLS
                  if isinstance(keras_cell, getattr(keras.layers, name))), None)
     if kind is None:
         raise TypeError(
             f"from_keras: {where} is a {type(keras_cell).__name__}; jaxrnn converts Keras's "
-            "SimpleRNNCell, LSTMCell and GRUCell (and RNN layers and stacks of them). For your "
-            "own cell, write its jaxrnn counterpart and copy the weights by name."
+            "SimpleRNNCell, LSTMCell, GRUCell and ConvLSTMCell (and RNN layers and stacks of "
+            "them, ConvLSTM1D/2D/3D). For your own cell, write its jaxrnn counterpart and "
+            "copy the weights by name."
         )
     config = keras_cell.get_config()
     jr_cls = _JR_CELLS[kind]
@@ -133,8 +166,9 @@ def from_keras(layer: Any) -> tuple[Any, Any]:
     """Converts a built Keras 3 recurrent layer into a jaxrnn layer and its params.
 
     Supported: ``keras.layers.SimpleRNN``, ``LSTM``, ``GRU`` (``reset_after`` True or
-    False), ``RNN`` over their cells or a list of them (stacked), and ``Bidirectional``
-    over any of those (a custom ``backward_layer`` included). The jaxrnn layer has the same
+    False), ``ConvLSTM1D``, ``ConvLSTM2D``, ``ConvLSTM3D``, ``RNN`` over their cells or a
+    list of them (stacked), and ``Bidirectional`` over any of those (a custom
+    ``backward_layer`` included). The jaxrnn layer has the same
     configuration: units, activations (by name), ``use_bias``, dropouts,
     ``unit_forget_bias``, ``reset_after``, the flags ``return_sequences``, ``return_state``,
     ``go_backwards``, ``stateful``, ``unroll``, ``zero_output_for_mask`` and
@@ -189,9 +223,11 @@ def from_keras(layer: Any) -> tuple[Any, Any]:
     if isinstance(layer, keras.layers.Layer) and hasattr(layer, "cell"):
         raise TypeError(
             f"from_keras: {type(layer).__name__} is not supported; jaxrnn converts "
-            "keras.layers.SimpleRNN, LSTM, GRU, RNN (over their cells) and Bidirectional."
+            "keras.layers.SimpleRNN, LSTM, GRU, ConvLSTM1D/2D/3D, RNN (over their cells) and "
+            "Bidirectional."
         )
     raise TypeError(
-        f"from_keras: expected a Keras SimpleRNN, LSTM, GRU, RNN or Bidirectional layer; got "
+        f"from_keras: expected a Keras SimpleRNN, LSTM, GRU, ConvLSTM1D/2D/3D, RNN or "
+        f"Bidirectional layer; got "
         f"{type(layer).__name__}. Convert the recurrent layers of a model one by one."
     )
