@@ -105,12 +105,16 @@ class ConvLSTMCell(Cell):
       data_format: ``"channels_last"`` (inputs [B, *S, C]) or ``"channels_first"`` ([B, C,
         *S]); ``None`` is ``"channels_last"`` (jaxrnn has no global Keras config).
       dilation_rate: an int or a tuple of `rank` ints, of the input convolution.
-      activation, recurrent_activation: names or callables.
+      activation: of the cell input and the output (a name or a callable).
+      recurrent_activation: of the gates i, f, o (a name or a callable).
       use_bias: whether there is a ``bias``.
-      kernel_initializer, recurrent_initializer, bias_initializer: names or callables.
+      kernel_initializer: for ``kernel`` (a name or a callable).
+      recurrent_initializer: for ``recurrent_kernel``.
+      bias_initializer: for ``bias``.
       unit_forget_bias: the forget gate's bias starts at ones (Jozefowicz et al., 2015).
-      dropout, recurrent_dropout: Keras's dropout: one mask per gate, drawn once per
-        sequence, shaped as a step's inputs (resp. as the hidden state).
+      dropout: Keras's input dropout: one mask per gate, shaped as a step's inputs, drawn
+        once per sequence.
+      recurrent_dropout: the same for the hidden state, one mask per gate.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn as jr
