@@ -11,6 +11,7 @@ by name.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import numbers
 from collections.abc import Sequence
 from typing import Any, cast
@@ -28,6 +29,7 @@ from jaxrnn._cells import (
     _dropout_mask,
     _initialize,
     check_bool,
+    dense,
     restructure,
 )
 
@@ -55,8 +57,21 @@ def _int_tuple(value: Any, n: int, name: str, who: str, example: str) -> tuple[i
     )
 
 
-def _conv(x: Array, w: Array, strides: Sequence[int], padding: str,
-          dilation: Sequence[int], channels_first: bool, groups: int = 1) -> Array:
+CONV_IMPLS = ("conv", "im2col")
+
+
+def default_conv_impl(backend: str | None = None) -> str:
+    """The convolution a cell with ``conv_impl=None`` uses on `backend` (default: JAX's).
+
+    ``"im2col"`` on CPU: there XLA runs a convolution's gradients inside a loop (the scan
+    over time) tens of times slower than the same products as matmuls; ``"conv"`` (XLA's
+    convolution, cuDNN on GPU) elsewhere.
+    """
+    return "im2col" if (backend or jax.default_backend()) == "cpu" else "conv"
+
+
+def _xla_conv(x: Array, w: Array, strides: Sequence[int], padding: str,
+              dilation: Sequence[int], channels_first: bool, groups: int = 1) -> Array:
     """An N-d convolution with Keras's layouts: x [B, *S, C] (channels_first: [B, C, *S]),
     w [*K, C / groups, O]; as Keras's JAX backend computes ``ops.conv``."""
     n = x.ndim
@@ -67,6 +82,44 @@ def _conv(x: Array, w: Array, strides: Sequence[int], padding: str,
     return lax.conv_general_dilated(x, w, tuple(strides), padding.upper(),
                                     rhs_dilation=tuple(dilation), dimension_numbers=dn,
                                     feature_group_count=groups)
+
+
+def _im2col_conv(x: Array, w: Array, strides: Sequence[int], padding: str,
+                 dilation: Sequence[int], channels_first: bool, groups: int = 1) -> Array:
+    """`_xla_conv` as one matmul: the input's patches (one strided slice per kernel offset,
+    side by side on the channel axis) [B, *S', K*C] times the kernel [K*C, O]. Its
+    gradients are matmuls too; see `default_conv_impl`."""
+    if channels_first:
+        x = jnp.moveaxis(x, 1, -1)
+    rank = w.ndim - 2
+    ks = w.shape[:rank]
+    span = [(k - 1) * d + 1 for k, d in zip(ks, dilation)]
+    pads = lax.padtype_to_pads(x.shape[1:-1], span, tuple(strides), padding.upper())
+    xp = jnp.pad(x, ((0, 0), *pads, (0, 0)))
+    out = [(n - s) // st + 1 for n, s, st in zip(xp.shape[1:-1], span, strides)]
+    cols = []
+    for offsets in itertools.product(*(range(k) for k in ks)):  # the kernel's row-major order
+        start = [o * d for o, d in zip(offsets, dilation)]
+        cols.append(lax.slice(
+            xp, (0, *start, 0),
+            (xp.shape[0], *[b + (m - 1) * st + 1 for b, m, st in zip(start, out, strides)],
+             xp.shape[-1]),
+            (1, *strides, 1)))
+    patches = jnp.concatenate(cols, axis=-1) if len(cols) > 1 else cols[0]  # [B, *S', K*C]
+    k = len(cols)
+    if groups == 1:
+        y = dense(patches, w.reshape(-1, w.shape[-1]))
+    else:  # group g: its channels of every patch times its columns of the kernel
+        cin, o = w.shape[-2], w.shape[-1] // groups
+        p = patches.reshape(-1, k, groups, cin)
+        y = jnp.einsum("nkgc,kcgo->ngo", p, w.reshape(k, cin, groups, o))
+        y = y.reshape(*patches.shape[:-1], groups * o)
+    return jnp.moveaxis(y, -1, 1) if channels_first else y
+
+
+# Only the inputs are kept for the backward pass, which rebuilds the patches (K times the
+# input's size) rather than storing them for every step.
+_im2col_conv_remat = jax.checkpoint(_im2col_conv, static_argnums=(2, 3, 4, 5, 6))
 
 
 # ----------------------------------------------------------------------------- the cell
@@ -115,6 +168,12 @@ class ConvLSTMCell(Cell):
       dropout: Keras's input dropout: one mask per gate, shaped as a step's inputs, drawn
         once per sequence.
       recurrent_dropout: the same for the hidden state, one mask per gate.
+      conv_impl: how the convolutions run (not a Keras argument; results agree to float
+        rounding): ``"conv"``, XLA's convolution (`jax.lax.conv_general_dilated`);
+        ``"im2col"``, the inputs' patches times the kernel as one matmul, whose gradients
+        are matmuls as well (the backward pass rebuilds the patches rather than storing
+        them); ``None``: ``"im2col"`` on CPU, where XLA runs convolution gradients inside
+        the time loop many times slower, else ``"conv"``.
 
     Example:
       >>> import jax, jax.numpy as jnp, jaxrnn as jr
@@ -145,6 +204,7 @@ class ConvLSTMCell(Cell):
     unit_forget_bias: bool = True
     dropout: float = 0.0
     recurrent_dropout: float = 0.0
+    conv_impl: str | None = None
 
     def __post_init__(self):
         who = "ConvLSTMCell"
@@ -187,6 +247,11 @@ class ConvLSTMCell(Cell):
             )
         object.__setattr__(self, "data_format", fmt.lower())
         check_bool(self.unit_forget_bias, "unit_forget_bias", who)
+        if self.conv_impl is not None and self.conv_impl not in CONV_IMPLS:
+            raise ValueError(
+                f"{who}: conv_impl must be None (the backend's default), 'conv' or 'im2col'; "
+                f"got {self.conv_impl!r}."
+            )
         super().__post_init__()
 
     # --- shapes --------------------------------------------------------------------
@@ -435,13 +500,15 @@ class ConvLSTMCell(Cell):
         """``x * w`` for all four gates; with per-gate masks [4, B, ...], gate k sees
         ``x * mask[k]``: one grouped convolution, group k the gate k's quarter of `w`."""
         cf = self._channels_first
+        conv = _xla_conv if (self.conv_impl or default_conv_impl()) == "conv" else \
+            _im2col_conv_remat
         if mask is None:
-            return _conv(x, w, strides, padding, dilation, cf)
+            return conv(x, w, tuple(strides), padding, tuple(dilation), cf, 1)
         xm = x[None] * mask  # [4, B, ...]
         axis = 1 if cf else x.ndim - 1  # channels, in x's axes
         xm = jnp.moveaxis(xm, 0, axis)  # [B, ..., 4, C, ...]: gate-major channels
         xm = xm.reshape(*x.shape[:axis], 4 * x.shape[axis], *x.shape[axis + 1:])
-        return _conv(xm, w, strides, padding, dilation, cf, groups=4)
+        return conv(xm, w, tuple(strides), padding, tuple(dilation), cf, 4)
 
     def step(self, params, inputs, states, masks=None):
         """One step with dropout masks from `dropout_masks` (no checks)."""
@@ -521,6 +588,7 @@ def ConvLSTM1D(
     kernel_initializer: Initializer = "glorot_uniform",
     recurrent_initializer: Initializer = "orthogonal", bias_initializer: Initializer = "zeros",
     unit_forget_bias: bool = True, dropout: float = 0.0, recurrent_dropout: float = 0.0,
+    conv_impl: str | None = None,
     return_sequences: bool = False, return_state: bool = False, go_backwards: bool = False,
     stateful: bool = False, unroll: bool | int = False, zero_output_for_mask: bool = False,
     time_major: bool = False, parallel: bool | None = None, fused: bool | None = None,
@@ -537,7 +605,7 @@ def ConvLSTM1D(
     data_format, dilation_rate, activation, recurrent_activation, use_bias,
     kernel_initializer, recurrent_initializer, bias_initializer, unit_forget_bias, dropout,
     recurrent_dropout; Keras's names and defaults (``data_format=None`` is
-    ``"channels_last"``). Layer arguments (keyword-only, as for `RNN`): return_sequences,
+    ``"channels_last"``); and conv_impl, how the convolutions run. Layer arguments (keyword-only, as for `RNN`): return_sequences,
     return_state, go_backwards, stateful, unroll, zero_output_for_mask, time_major, dtype,
     param_dtype, remat, remat_threshold, learn_initial_state (and parallel, fused, solver,
     which a ConvLSTM never uses: it runs on the generic scan).
@@ -566,6 +634,7 @@ def ConvLSTM2D(
     kernel_initializer: Initializer = "glorot_uniform",
     recurrent_initializer: Initializer = "orthogonal", bias_initializer: Initializer = "zeros",
     unit_forget_bias: bool = True, dropout: float = 0.0, recurrent_dropout: float = 0.0,
+    conv_impl: str | None = None,
     return_sequences: bool = False, return_state: bool = False, go_backwards: bool = False,
     stateful: bool = False, unroll: bool | int = False, zero_output_for_mask: bool = False,
     time_major: bool = False, parallel: bool | None = None, fused: bool | None = None,
@@ -582,7 +651,7 @@ def ConvLSTM2D(
     data_format, dilation_rate, activation, recurrent_activation, use_bias,
     kernel_initializer, recurrent_initializer, bias_initializer, unit_forget_bias, dropout,
     recurrent_dropout; Keras's names and defaults (``data_format=None`` is
-    ``"channels_last"``). Layer arguments (keyword-only, as for `RNN`): return_sequences,
+    ``"channels_last"``); and conv_impl, how the convolutions run. Layer arguments (keyword-only, as for `RNN`): return_sequences,
     return_state, go_backwards, stateful, unroll, zero_output_for_mask, time_major, dtype,
     param_dtype, remat, remat_threshold, learn_initial_state (and parallel, fused, solver,
     which a ConvLSTM never uses: it runs on the generic scan).
@@ -612,6 +681,7 @@ def ConvLSTM3D(
     use_bias: bool = True, kernel_initializer: Initializer = "glorot_uniform",
     recurrent_initializer: Initializer = "orthogonal", bias_initializer: Initializer = "zeros",
     unit_forget_bias: bool = True, dropout: float = 0.0, recurrent_dropout: float = 0.0,
+    conv_impl: str | None = None,
     return_sequences: bool = False, return_state: bool = False, go_backwards: bool = False,
     stateful: bool = False, unroll: bool | int = False, zero_output_for_mask: bool = False,
     time_major: bool = False, parallel: bool | None = None, fused: bool | None = None,
@@ -628,7 +698,7 @@ def ConvLSTM3D(
     data_format, dilation_rate, activation, recurrent_activation, use_bias,
     kernel_initializer, recurrent_initializer, bias_initializer, unit_forget_bias, dropout,
     recurrent_dropout; Keras's names and defaults (``data_format=None`` is
-    ``"channels_last"``). Layer arguments (keyword-only, as for `RNN`): return_sequences,
+    ``"channels_last"``); and conv_impl, how the convolutions run. Layer arguments (keyword-only, as for `RNN`): return_sequences,
     return_state, go_backwards, stateful, unroll, zero_output_for_mask, time_major, dtype,
     param_dtype, remat, remat_threshold, learn_initial_state (and parallel, fused, solver,
     which a ConvLSTM never uses: it runs on the generic scan).

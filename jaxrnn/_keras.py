@@ -79,7 +79,7 @@ def _conv_cell(keras_cell: Any, where: str) -> tuple[Any, dict]:
     kw: dict[str, Any] = {"rank": int(keras_cell.rank)}
     for field in dataclasses.fields(_conv.ConvLSTMCell):
         name = field.name
-        if name == "rank":
+        if name in ("rank", "conv_impl"):  # conv_impl: jaxrnn's own, the default
             continue
         if name.endswith("activation"):
             kw[name] = _activation(config[name], f"{where}.{name}")

@@ -17,7 +17,7 @@ import pytest
 from jax import lax
 
 import jaxrnn as jr
-from jaxrnn import _engines
+from jaxrnn import _adapt, _engines
 
 B, T, C, FILTERS = 2, 4, 2, 3
 ATOL = 1e-5
@@ -95,11 +95,12 @@ def _ref_loop(cell, params, x, h, c, masks=(None, None), go_backwards=False):
 
 
 def test_cell_step_and_layer_equal_the_per_gate_transcription():
-    cells = [jr.ConvLSTMCell(1, FILTERS, 3, strides=2, padding="same"),
+    # Both convolutions: XLA's and the im2col matmul (the default on CPU).
+    cells = [jr.ConvLSTMCell(1, FILTERS, 3, strides=2, padding="same", conv_impl="conv"),
              jr.ConvLSTMCell(2, FILTERS, (2, 3), dilation_rate=(2, 1),
                              data_format="channels_first", activation="relu",
-                             recurrent_activation="hard_sigmoid"),
-             jr.ConvLSTMCell(3, 2, (2, 1, 2), use_bias=False)]
+                             recurrent_activation="hard_sigmoid", conv_impl="im2col"),
+             jr.ConvLSTMCell(3, 2, (2, 1, 2), use_bias=False, conv_impl="conv")]
     step_shapes = [(7, C), (C, 6, 5), (3, 4, 3, C)]
     layers = [jr.RNN(cell, return_sequences=True, return_state=True, go_backwards=i == 1)
               for i, cell in enumerate(cells)]
@@ -122,11 +123,13 @@ def test_cell_step_and_layer_equal_the_per_gate_transcription():
 
 def test_dropout_is_keras_per_gate_masks_fixed_over_time():
     cell = jr.ConvLSTMCell(2, FILTERS, 2, padding="same", data_format="channels_first",
-                           dropout=0.3, recurrent_dropout=0.4)
+                           dropout=0.3, recurrent_dropout=0.4, conv_impl="im2col")
     layer = jr.RNN(cell, return_sequences=True)
+    xla = jr.RNN(dataclasses.replace(cell, conv_impl="conv"), return_sequences=True)
     x, p, rng = _normal((B, T, C, 4, 3)), _params(cell), jax.random.key(7)
-    got, inference = jax.jit(lambda p, x: (layer(p, x, training=True, rng=rng),
-                                           layer(p, x)))(p, x)
+    got, got_xla, inference = jax.jit(lambda p, x: (
+        layer(p, x, training=True, rng=rng), xla(p, x, training=True, rng=rng),
+        layer(p, x)))(p, x)
     x_mask, h_mask = cell.dropout_masks(rng, True, B, C, jnp.float32, step_shape=(C, 4, 3))
     assert x_mask.shape == (4, B, C, 4, 3) and h_mask.shape == (4, B, FILTERS, 4, 3)
     for m, rate in ((x_mask, 0.3), (h_mask, 0.4)):  # Keras's dropout of ones: 0 or 1/(1-rate)
@@ -137,6 +140,7 @@ def test_dropout_is_keras_per_gate_masks_fixed_over_time():
     want, _, _ = jax.jit(_ref_loop, static_argnums=0)(cell, p, x, zeros, zeros,
                                                       (x_mask, h_mask))
     _close(got, want)
+    _close(got_xla, want)
     assert not np.allclose(got, inference, atol=1e-3)  # dropout changed something
     with pytest.raises(ValueError, match="needs a random key"):
         layer(p, x, training=True)
@@ -144,20 +148,44 @@ def test_dropout_is_keras_per_gate_masks_fixed_over_time():
 
 def test_gradient_equals_the_python_loop():
     cell = jr.ConvLSTMCell(2, FILTERS, (3, 2), padding="same", strides=(2, 1))
-    layer = jr.RNN(cell, return_sequences=True)
+    layers = [jr.RNN(dataclasses.replace(cell, conv_impl=impl), return_sequences=True)
+              for impl in jr._conv.CONV_IMPLS]
     x, p = _normal((B, 3, 5, 4, C)), _params(cell)
     weights = _normal((B, 3, 3, 4, FILTERS), 5)
 
-    def loss_layer(p, x):
-        return jnp.sum(layer(p, x) * weights)
+    def grads(p, x):  # one per conv_impl
+        return [jax.grad(lambda p, x, layer=layer: jnp.sum(layer(p, x) * weights),
+                         argnums=(0, 1))(p, x) for layer in layers]
 
     def loss_ref(p, x):
         zeros = jnp.zeros((B, 3, 4, FILTERS))
         return jnp.sum(_ref_loop(cell, p, x, zeros, zeros)[0] * weights)
 
-    got = jax.jit(jax.grad(loss_layer, argnums=(0, 1)))(p, x)
+    gots = jax.jit(grads)(p, x)
     want = jax.jit(jax.grad(loss_ref, argnums=(0, 1)))(p, x)
-    _close(got, want, atol=1e-4)
+    for got in gots:
+        _close(got, want, atol=1e-4)
+
+
+def test_default_conv_impl_is_im2col_on_cpu_only():
+    assert jr._conv.default_conv_impl("cpu") == "im2col"
+    assert jr._conv.default_conv_impl("gpu") == jr._conv.default_conv_impl("tpu") == "conv"
+
+
+@pytest.mark.slow
+def test_im2col_equals_xla_convolution_everywhere():
+    from jaxrnn._conv import _im2col_conv, _xla_conv
+
+    rng = np.random.default_rng(0)
+    for rank, padding, (stride, dilation), cf, groups in itertools.product(
+            (1, 2, 3), ("valid", "same"), ((1, 1), (2, 1), (1, 2), (3, 1)), (False, True),
+            (1, 4)):
+        spatial, c = (7, 6, 5)[:rank], 2 * groups
+        x = jnp.asarray(rng.normal(size=(2, c, *spatial) if cf else (2, *spatial, c)),
+                        jnp.float32)
+        w = jnp.asarray(rng.normal(size=(3, 2, 2)[:rank] + (2, 8)), jnp.float32)
+        args = ((stride,) * rank, padding, (dilation,) * rank, cf, groups)
+        _close(_im2col_conv(x, w, *args), _xla_conv(x, w, *args))
 
 
 # ----------------------------------------------------------------------------- masks and resets
@@ -365,6 +393,12 @@ def test_unsupported_uses_are_clear_errors():
         stateful(_params(cell), jnp.ones((B, T, 6, 6, C)))
     with pytest.raises(ValueError, match=r"inputs must be \[B, H, W, C\]"):
         cell(_params(cell), jnp.ones((B, 6, C)), cell.get_initial_state(B, step_shape=(6, 6, C)))
+    # The framework adapters check given params against the channels of either layout.
+    first = jr.ConvLSTM2D(3, 3, data_format="channels_first")
+    given = _params(first.cell)
+    assert _adapt.make_params(first, (B, T, C, 6, 6), given, None, "Layer", "key") is given
+    with pytest.raises(ValueError, match="sequences must have 2 channels.*got 6"):
+        _adapt.make_params(first, (B, T, 6, 5, 5), given, None, "Layer", "key")
 
 
 # ----------------------------------------------------------------------------- from_keras
