@@ -51,6 +51,10 @@ def test_bench_parallel_writes_to_an_untracked_file_by_default(load):
     _assert_untracked(load("bench_parallel")._parse([]).out)
 
 
+def test_bench_conv_writes_to_an_untracked_file_by_default(load):
+    _assert_untracked(load("bench_conv")._parse([]).out)
+
+
 def test_run_table_says_which_ratio_is_better(load):
     run = load("run")
     result = {"label": "lstm train 1,2,3,4", "ratio": 0.5, "best_rival": "flax",
