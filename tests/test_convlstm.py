@@ -153,9 +153,16 @@ def test_gradient_equals_the_python_loop():
     x, p = _normal((B, 3, 5, 4, C)), _params(cell)
     weights = _normal((B, 3, 3, 4, FILTERS), 5)
 
-    def grads(p, x):  # one per conv_impl
-        return [jax.grad(lambda p, x, layer=layer: jnp.sum(layer(p, x) * weights),
-                         argnums=(0, 1))(p, x) for layer in layers]
+    tangents = (jax.tree.map(lambda a: _normal(a.shape, 6), p), _normal(x.shape, 7))
+
+    def grads(p, x):  # per conv_impl: reverse mode, and forward mode along `tangents`
+        out = []
+        for layer in layers:
+            def loss(p, x, layer=layer):
+                return jnp.sum(layer(p, x) * weights)
+            out.append((jax.grad(loss, argnums=(0, 1))(p, x),
+                        jax.jvp(loss, (p, x), tangents)[1]))
+        return out
 
     def loss_ref(p, x):
         zeros = jnp.zeros((B, 3, 4, FILTERS))
@@ -163,8 +170,11 @@ def test_gradient_equals_the_python_loop():
 
     gots = jax.jit(grads)(p, x)
     want = jax.jit(jax.grad(loss_ref, argnums=(0, 1)))(p, x)
-    for got in gots:
+    directional = sum(jnp.vdot(g, t) for g, t in zip(jax.tree.leaves(want),
+                                                     jax.tree.leaves(tangents)))
+    for got, jvp in gots:
         _close(got, want, atol=1e-4)
+        np.testing.assert_allclose(jvp, directional, rtol=1e-4)
 
 
 def test_default_conv_impl_is_im2col_on_cpu_only():
@@ -200,9 +210,12 @@ def test_masks_equal_running_the_kept_steps():
     x, p = _normal((B, T, 3, 3, C)), _params(cell)
     mask = jnp.array([[True, True, False, False], [True, False, True, True]])
     kept = [x[b:b + 1][:, np.asarray(mask[b])] for b in range(B)]
+    time_major = dataclasses.replace(fwd, time_major=True)
     run = jax.jit(lambda p, x, kept: (fwd(p, x, mask=mask), bwd(p, x, mask=mask),
-                                      [(fwd(p, k), bwd(p, k)) for k in kept]))
-    (y_f, h_f, c_f), (y_b, h_b, c_b), alone = run(p, x, kept)
+                                      [(fwd(p, k), bwd(p, k)) for k in kept],
+                                      time_major(p, jnp.swapaxes(x, 0, 1), mask=mask)))
+    (y_f, h_f, c_f), (y_b, h_b, c_b), alone, (y_tm, h_tm, _) = run(p, x, kept)
+    _close((jnp.swapaxes(y_tm, 0, 1), h_tm), (y_f, h_f))
     for b, ((ya_f, ha_f, ca_f), (ya_b, ha_b, ca_b)) in enumerate(alone):
         _close((h_f[b:b + 1], c_f[b:b + 1]), (ha_f, ca_f))
         _close((h_b[b:b + 1], c_b[b:b + 1]), (ha_b, ca_b))
