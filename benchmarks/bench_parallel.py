@@ -1,9 +1,10 @@
 """Benchmark: parallel-in-time cells against their own sequential mode and against the LSTM.
 
 Times one training step, ``jax.jit(jax.value_and_grad(loss))`` with ``loss = mean(y**2)``
-over the whole output sequence, for each engine and sequence length T, and reports the
-median wall time, the speedup of the parallel mode over the sequential one, and the step's
-peak memory as XLA's compiled ``memory_analysis()`` estimates it (arguments + outputs +
+over the whole output sequence, for each engine and sequence length T (the steps of one T
+called in turn, as in a training loop where other programs run between steps;
+``--no-alternate`` times each alone), and reports the median wall time, the speedup of the
+parallel mode over the sequential one, and the step's peak memory as XLA's compiled ``memory_analysis()`` estimates it (arguments + outputs +
 temporaries). Results go to ``outputs/bench/bench_parallel.json`` (untracked: git ignores
 ``outputs/``); ``--out benchmarks/results/bench_parallel.json`` replaces the committed ones.
 
@@ -62,6 +63,10 @@ def _parse(argv):
     p.add_argument("--associative", action=argparse.BooleanOptionalAction, default=True,
                    help="also time the parallel mode with the associative_scan solver "
                         "(the default solver off CPU)")
+    p.add_argument("--alternate", action=argparse.BooleanOptionalAction, default=True,
+                   help="time the steps of one T alternating, one call of each in turn, as "
+                        "in a training loop where other programs run between steps "
+                        "(default); --no-alternate times each alone")
     p.add_argument("--out", type=str, default=str(DEFAULT_OUT),
                    help="JSON output path (default: outputs/bench/bench_parallel.json, "
                         "untracked; '' to skip writing)")
@@ -87,8 +92,8 @@ def _peak_bytes(compiled) -> int | None:
                - getattr(m, "alias_size_in_bytes", 0))
 
 
-def time_case(cell, parallel, b, t, f, args, solver=None) -> dict:
-    """Compiles and times one training step; returns its stats."""
+def build_case(cell, parallel, b, t, f, solver=None) -> tuple[dict, object]:
+    """Compiles one training step; returns its stats so far and a call that runs it once."""
     layer = jr.RNN(cell, return_sequences=True, parallel=parallel, solver=solver)
     f_in = cell.units if isinstance(cell, LRUCell) else f
     key = jax.random.key(0)
@@ -98,17 +103,44 @@ def time_case(cell, parallel, b, t, f, args, solver=None) -> dict:
     t0 = time.perf_counter()
     compiled = fn.lower(params, x).compile()
     compile_s = time.perf_counter() - t0
-    jax.block_until_ready(compiled(params, x))  # warm-up
-    times = []
-    start = time.perf_counter()
-    while len(times) < args.max_reps and (len(times) < args.min_reps
-                                          or time.perf_counter() - start < args.budget_s):
-        t0 = time.perf_counter()
+
+    def call():
         jax.block_until_ready(compiled(params, x))
-        times.append(time.perf_counter() - t0)
-    return {"median_ms": 1e3 * statistics.median(times), "reps": len(times),
-            "compile_s": compile_s, "peak_mb": (None if (p := _peak_bytes(compiled)) is None
-                                                else p / 2**20)}
+
+    call()  # warm-up
+    return {"compile_s": compile_s, "peak_mb": (None if (p := _peak_bytes(compiled)) is None
+                                                else p / 2**20)}, call
+
+
+def time_cases(calls: dict, args) -> dict:
+    """Times the compiled steps of `calls` ``{name: call}``: alternating (one call of each in
+    turn, as in a training loop where other programs run between steps) unless
+    ``args.alternate`` is off, then each alone. Returns ``{name: (median_ms, reps)}``."""
+    times: dict = {name: [] for name in calls}
+
+    def timed(name):
+        t0 = time.perf_counter()
+        calls[name]()
+        times[name].append(time.perf_counter() - t0)
+
+    if args.alternate:
+        start = time.perf_counter()
+        while True:
+            for name in calls:
+                timed(name)
+            n = len(times[next(iter(calls))])
+            if n >= args.max_reps or (n >= args.min_reps
+                                      and time.perf_counter() - start >= args.budget_s
+                                      * len(calls)):
+                break
+    else:
+        for name in calls:
+            start = time.perf_counter()
+            while len(times[name]) < args.max_reps and (
+                    len(times[name]) < args.min_reps
+                    or time.perf_counter() - start < args.budget_s):
+                timed(name)
+    return {name: (1e3 * statistics.median(ts), len(ts)) for name, ts in times.items()}
 
 
 def _fmt(v, spec, suffix=""):
@@ -123,6 +155,7 @@ def main(argv=None) -> dict:
     b, f, h = args.batch, args.features, args.units
     rows = []
     for t in args.seq_lens:
+        built, calls = {}, {}
         for name in args.cells:
             cell = CELLS[name](h)
             modes = ["sequential"] if name == "lstm" else ["parallel", "sequential"]
@@ -133,12 +166,15 @@ def main(argv=None) -> dict:
                 if not parallel and t > args.max_seq_t:
                     continue
                 solver = "associative" if mode == "parallel-assoc" else None
-                r = time_case(cell, parallel, b, t, f, args, solver)
-                r.update(cell=name, mode=mode, T=t)
-                rows.append(r)
-                print(f"  {name:8s} {mode:10s} T={t:6d}: {r['median_ms']:9.2f} ms "
-                      f"(x{r['reps']}, compile {r['compile_s']:.1f} s, "
-                      f"peak {_fmt(r['peak_mb'], '.1f')} MB)", flush=True)
+                built[name, mode], calls[name, mode] = build_case(cell, parallel, b, t, f,
+                                                                  solver)
+        for (name, mode), (median_ms, reps) in time_cases(calls, args).items():
+            r = {**built[name, mode], "median_ms": median_ms, "reps": reps,
+                 "cell": name, "mode": mode, "T": t}
+            rows.append(r)
+            print(f"  {name:8s} {mode:14s} T={t:6d}: {r['median_ms']:9.2f} ms "
+                  f"(x{r['reps']}, compile {r['compile_s']:.1f} s, "
+                  f"peak {_fmt(r['peak_mb'], '.1f')} MB)", flush=True)
 
     def ms(cell, mode, t):
         for r in rows:
@@ -168,7 +204,8 @@ def main(argv=None) -> dict:
                   f"{_fmt(s['speedup_vs_lstm'], '7.1f', 'x')}")
     result = {
         "benchmark": "bench_parallel",
-        "config": {"batch": b, "features": f, "units": h, "seq_lens": args.seq_lens},
+        "config": {"batch": b, "features": f, "units": h, "seq_lens": args.seq_lens,
+                   "alternate": args.alternate},
         "device": str(jax.devices()[0]),
         "default_solver": _parallel.default_solver(),
         "jax": jax.__version__,

@@ -1,27 +1,36 @@
 """Side-by-side RNN benchmarks: jaxrnn against Flax, Keras 3 (JAX), Equinox and PyTorch.
 
 Every implementation is built for the same case (cell kind, shape, training step or
-inference), then timed in interleaved rounds in one process, so that drift of a shared
-machine hits all of them alike. A training step is ``jit(value_and_grad)`` of
-``sum(y ** 2)`` over the outputs of every step (``return_sequences``), wrt the params
-(PyTorch: forward + backward); inference is the jitted forward (PyTorch: ``no_grad``).
+inference), then timed in interleaved rounds, so that drift of a shared machine hits all of
+them alike. A training step is ``jit(value_and_grad)`` of ``sum(y ** 2)`` over the outputs
+of every step (``return_sequences``), wrt the params (PyTorch: forward + backward);
+inference is the jitted forward (PyTorch: ``no_grad``). PyTorch runs in a process of its
+own (`torch_worker.py`), one per case, its rounds alternating with the JAX ones.
 
-Used by ``benchmarks/run.py``; each builder returns ``(compile_s, call)`` where ``call()``
-runs one step and waits for its result, or raises `Skip` with the reason.
+Per contender and case: the median time, the compile time (JAX: ``lower`` + ``compile``;
+PyTorch: its first step) and the peak memory of the step (JAX: XLA's ``memory_analysis``
+of the compiled step, arguments + outputs + temporaries; PyTorch: the growth of its
+process's peak RSS over building the case and one step). ``matmul-only`` is the roof of
+the case: a `lax.scan` of T steps that does only the step's matmuls (``[B, F] x [F, G*H]``
+and ``[B, H] x [H, G*H]``), timed in the same rounds; it is neither a rival nor ours.
+
+Used by ``benchmarks/run.py``; each builder returns ``(info, call)`` where ``info`` holds
+``compile_s`` and ``peak_mb`` and ``call()`` runs one step and waits for its result (it may
+return the step's own measured seconds), or raises `Skip` with the reason.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import platform
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
-# JAX and PyTorch share this process (interleaved timing): keep PyTorch's OpenMP workers
-# from spinning on the cores after each op, which would steal them from XLA and vice versa.
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
@@ -31,6 +40,7 @@ import jaxrnn as jr  # noqa: E402
 
 GRID = [(8, 256, 32, 128), (64, 128, 64, 256), (32, 1000, 16, 64), (256, 64, 128, 512)]
 TINY = (1, 2000, 8, 64)  # tiny per-step output: the jax#40101 regression shape
+BATCH1 = (1, 500, 64, 256)  # serving and sampling: one sequence, a wider layer
 COMPUTE_BOUND = [(64, 128, 64, 256), (256, 64, 128, 512)]
 
 
@@ -63,24 +73,61 @@ def _inputs(case: Case):
     return np.random.default_rng(0).normal(size=(b, t, f)).astype(np.float32)
 
 
-def _timed_first(fn: Callable[[], object]) -> float:
+def peak_mb(compiled) -> float | None:
+    """XLA's estimate of a compiled program's peak memory: arguments + outputs +
+    temporaries (MiB), or None where the backend does not report it."""
+    try:
+        m = compiled.memory_analysis()
+    except Exception:  # not every backend reports it
+        return None
+    if m is None:
+        return None
+    total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
+             - getattr(m, "alias_size_in_bytes", 0))
+    return total / 2 ** 20
+
+
+def compiled_case(fn: Callable, *args) -> tuple[dict, Callable]:
+    """Lowers and compiles ``jax.jit(fn)(*args)``: its compile time, peak memory and a call."""
     t0 = time.perf_counter()
-    fn()
-    return time.perf_counter() - t0
-
-
-def _jax_case(case: Case, apply: Callable, params) -> tuple[float, Callable]:
-    """jit + first call (compile) of the train step or the forward of `apply(params, x)`."""
-    x = jnp.asarray(_inputs(case))
-    if case.mode == "train":
-        f = jax.jit(jax.value_and_grad(lambda p, x: jnp.sum(apply(p, x) ** 2)))
-    else:
-        f = jax.jit(apply)
+    compiled = jax.jit(fn).lower(*args).compile()
+    info = {"compile_s": time.perf_counter() - t0, "peak_mb": peak_mb(compiled)}
 
     def call():
-        jax.block_until_ready(f(params, x))
+        jax.block_until_ready(compiled(*args))
 
-    return _timed_first(call), call
+    call()  # the first run (allocations, page faults) is not timed
+    return info, call
+
+
+def _jax_case(case: Case, apply: Callable, params) -> tuple[dict, Callable]:
+    """The compiled train step or forward of `apply(params, x)`."""
+    x = jnp.asarray(_inputs(case))
+    if case.mode == "train":
+        return compiled_case(jax.value_and_grad(lambda p, x: jnp.sum(apply(p, x) ** 2)),
+                             params, x)
+    return compiled_case(apply, params, x)
+
+
+def matmul_only(case: Case):
+    """The roof of a case: T steps of only its matmuls, ``x_t @ W`` and ``h @ U``
+    (``[B, F] x [F, G*H]``, ``[B, H] x [H, G*H]``), in a `lax.scan` (the carried h is a slice
+    of the product, so each step depends on the last). Its GFLOP/s are what this CPU does
+    for this case's matmul shapes; a training step is counted as three such passes."""
+    b, t, f, h = case.shape
+    g = case.gates
+    w = jax.random.normal(jax.random.key(0), (f, g * h)) * 0.05
+    u = jax.random.normal(jax.random.key(1), (h, g * h)) * 0.05
+    xs = jnp.swapaxes(jnp.asarray(_inputs(case)), 0, 1)
+
+    def loop(w, u, xs):
+        def body(hc, x_t):
+            z = x_t @ w + hc @ u
+            return z[:, :h], None
+
+        return jax.lax.scan(body, jnp.zeros((b, h), xs.dtype), xs)[0]
+
+    return compiled_case(loop, w, u, xs)
 
 
 # ----------------------------------------------------------------------------- jaxrnn
@@ -161,33 +208,44 @@ def equinox_scan(case: Case):
     return _jax_case(case, apply, params)
 
 
+class _TorchWorker:
+    """One `torch_worker.py` process (one per case: its peak RSS is a high-water mark)."""
+
+    def __init__(self):
+        worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_worker.py")
+        self.proc = subprocess.Popen([sys.executable, worker], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True, bufsize=1)
+
+    def ask(self, **request) -> dict:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(json.dumps(request) + "\n")
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"torch worker exited (code {self.proc.poll()})")
+        return json.loads(line)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.stdin.close()  # type: ignore[union-attr]
+            self.proc.wait(timeout=30)
+
+
 def _torch_case(case: Case, device: str):
-    try:
-        import torch
-    except ImportError as e:
-        raise Skip(f"torch not installed ({e})") from None
-    if device == "cuda" and not torch.cuda.is_available():
-        raise Skip("no CUDA device")
-    b, t, f, h = case.shape
-    torch.manual_seed(0)
-    module = (torch.nn.LSTM if case.kind == "lstm" else torch.nn.GRU)(
-        f, h, batch_first=True).to(device)
-    x = torch.from_numpy(_inputs(case)).to(device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+    worker = _TorchWorker()
+    reply = worker.ask(op="build", kind=case.kind, shape=list(case.shape), mode=case.mode,
+                       device=device)
+    if "skip" in reply:
+        worker.close()
+        raise Skip(reply["skip"])
 
-    if case.mode == "train":
-        def call():
-            module.zero_grad(set_to_none=True)
-            y, _ = module(x)
-            (y ** 2).sum().backward()
-            sync()
-    else:
-        def call():
-            with torch.no_grad():
-                module(x)
-            sync()
+    def call() -> float:
+        t = worker.ask(op="run")["t"]
+        # Let the worker's OpenMP threads stop spinning before the next contender runs.
+        time.sleep(0.01)
+        return t
 
-    return _timed_first(call), call
+    call.close = worker.close  # type: ignore[attr-defined]
+    return {"compile_s": reply["compile_s"], "peak_mb": reply["peak_mb"]}, call
 
 
 def pytorch_cpu(case: Case):
@@ -229,12 +287,67 @@ IMPLEMENTATIONS: dict[str, Callable] = {
     "pytorch": pytorch_cpu,
     "pytorch-cudnn": pytorch_cudnn,
     "jax-cudnn": jax_experimental_rnn,
+    "matmul-only": matmul_only,
 }
 OURS = "jaxrnn"
 BASELINE = "jaxrnn-scan"  # jaxrnn's own generic scan: reported, but not a rival
+ROOF = "matmul-only"  # the case's matmuls alone: its roof, not a rival
+NOT_RIVALS = (OURS, BASELINE, ROOF)
 
 
 # ----------------------------------------------------------------------------- running
+
+
+def run_case(case: Case, names: list[str], rounds: int, budget_s: float, log=print) -> dict:
+    """Builds every implementation, then times them in interleaved rounds.
+
+    Rounds stop early once `budget_s` seconds of timing have passed (at least 3 rounds).
+    """
+    calls, result = {}, {"case": dataclasses.asdict(case), "label": case.label(),
+                         "flops": case.flops(), "impls": {}}
+    for name in names:
+        try:
+            info, call = IMPLEMENTATIONS[name](case)
+        except Skip as e:
+            result["impls"][name] = {"skipped": str(e)}
+            continue
+        except Exception as e:  # a rival that breaks is reported, not fatal
+            result["impls"][name] = {"skipped": f"error: {type(e).__name__}: {e}"[:300]}
+            log(f"  {name}: {result['impls'][name]['skipped']}")
+            continue
+        calls[name] = call
+        result["impls"][name] = {**info, "times_s": []}
+    try:
+        start = time.perf_counter()
+        for r in range(rounds):
+            for name, call in calls.items():
+                t0 = time.perf_counter()
+                own = call()  # PyTorch's worker measures its own step
+                dt = own if isinstance(own, float) else time.perf_counter() - t0
+                result["impls"][name]["times_s"].append(dt)
+            if r >= 2 and time.perf_counter() - start > budget_s:
+                break
+    finally:
+        for call in calls.values():
+            getattr(call, "close", lambda: None)()
+    for name in calls:
+        info = result["impls"][name]
+        info["median_ms"] = 1e3 * float(np.median(info["times_s"]))
+        info["min_ms"] = 1e3 * float(np.min(info["times_s"]))
+        info["gflops"] = case.flops() / (info["median_ms"] / 1e3) / 1e9
+    roof = result["impls"].get(ROOF, {})
+    if "median_ms" in roof:
+        # The roof loop does one forward's matmuls; a training step does three times that.
+        roof["gflops"] = (case.flops() / (3 if case.mode == "train" else 1)
+                          / (roof["median_ms"] / 1e3) / 1e9)
+        result["roof_gflops"] = roof["gflops"]
+    rivals = {n: i["median_ms"] for n, i in result["impls"].items()
+              if "median_ms" in i and n not in NOT_RIVALS}
+    if rivals and "median_ms" in result["impls"].get(OURS, {}):
+        best = min(rivals, key=rivals.get)
+        result["best_rival"] = best
+        result["ratio"] = result["impls"][OURS]["median_ms"] / rivals[best]
+    return result
 
 
 def matmul_roof(n: int = 1536, reps: int = 5) -> float:
@@ -250,45 +363,18 @@ def matmul_roof(n: int = 1536, reps: int = 5) -> float:
     return 2.0 * n ** 3 / best / 1e9
 
 
-def run_case(case: Case, names: list[str], rounds: int, budget_s: float, log=print) -> dict:
-    """Builds every implementation, then times them in interleaved rounds.
-
-    Rounds stop early once `budget_s` seconds of timing have passed (at least 3 rounds).
-    """
-    calls, result = {}, {"case": dataclasses.asdict(case), "label": case.label(),
-                         "flops": case.flops(), "impls": {}}
-    for name in names:
-        try:
-            compile_s, call = IMPLEMENTATIONS[name](case)
-        except Skip as e:
-            result["impls"][name] = {"skipped": str(e)}
-            continue
-        except Exception as e:  # a rival that breaks is reported, not fatal
-            result["impls"][name] = {"skipped": f"error: {type(e).__name__}: {e}"[:300]}
-            log(f"  {name}: {result['impls'][name]['skipped']}")
-            continue
-        calls[name] = call
-        result["impls"][name] = {"compile_s": compile_s, "times_s": []}
-    start = time.perf_counter()
-    for r in range(rounds):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            call()
-            result["impls"][name]["times_s"].append(time.perf_counter() - t0)
-        if r >= 2 and time.perf_counter() - start > budget_s:
-            break
-    for name in calls:
-        info = result["impls"][name]
-        info["median_ms"] = 1e3 * float(np.median(info["times_s"]))
-        info["min_ms"] = 1e3 * float(np.min(info["times_s"]))
-        info["gflops"] = case.flops() / (info["median_ms"] / 1e3) / 1e9
-    rivals = {n: i["median_ms"] for n, i in result["impls"].items()
-              if "median_ms" in i and n not in (OURS, BASELINE)}
-    if rivals and "median_ms" in result["impls"].get(OURS, {}):
-        best = min(rivals, key=rivals.get)
-        result["best_rival"] = best
-        result["ratio"] = result["impls"][OURS]["median_ms"] / rivals[best]
-    return result
+def cpu_flags() -> list[str]:
+    """The CPU's vector extensions (AVX, AVX2, FMA, AVX-512 variants, AMX) from /proc/cpuinfo."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    return sorted(f for f in flags
+                                  if f.startswith(("avx", "amx")) or f in ("fma", "f16c"))
+    except OSError:
+        pass
+    return []
 
 
 def machine_info() -> dict:
@@ -304,16 +390,20 @@ def machine_info() -> dict:
     versions = {"python": platform.python_version(), "jax": jax.__version__,
                 "jaxlib": getattr(jax.lib, "__version__", None) or jax.__version__,
                 "jaxrnn": jr.__version__}
-    for mod in ("flax", "equinox", "keras", "torch", "numpy"):
+    for mod in ("flax", "equinox", "keras", "numpy"):
         try:
             versions[mod] = __import__(mod).__version__
         except ImportError:
             versions[mod] = None
-    info = {"nproc": os.cpu_count(), "cpu": model, "backend": jax.default_backend(),
+    info = {"nproc": os.cpu_count(), "cpu": model, "cpu_flags": cpu_flags(),
+            "backend": jax.default_backend(),
             "devices": [str(d) for d in jax.devices()], "versions": versions}
-    try:
-        import torch
-        info["torch_threads"] = torch.get_num_threads()
-    except ImportError:
+    try:  # PyTorch runs in its own process; ask one what it would use
+        worker = _TorchWorker()
+        reply = worker.ask(op="info")
+        worker.close()
+        info["torch_threads"] = reply.get("threads")
+        versions["torch"] = reply.get("torch")
+    except Exception:
         pass
     return info

@@ -2,8 +2,12 @@
 
 Prints a table of median milliseconds per implementation, the ratio jaxrnn / best rival
 (below 1: jaxrnn is faster; jaxrnn's own generic scan, ``jaxrnn-scan``, is shown as a
-baseline, not a rival), compile times and achieved GFLOP/s against a measured matmul roof;
-writes ``results.json``, ``table.md`` and ``results.png`` to ``--out``: by default
+baseline, not a rival) and jaxrnn's GFLOP/s as a share of the case's own roof (``matmul-only``:
+the case's matmuls alone, timed in the same rounds) and of a large square matmul; then
+tables of every contender's peak memory and compile time. A full run also sweeps T (64 to
+16,384) and H (32 to 1024) for the LSTM training step and plots time against each.
+Writes ``results.json``, ``table.md``, ``results.png``, ``sweep_t.png`` and ``sweep_h.png``
+to ``--out``: by default
 ``outputs/bench/`` (git ignores ``outputs/``), so that a run never overwrites the committed
 results in ``benchmarks/results/``; pass ``--out benchmarks/results`` to replace them on
 purpose. Rivals that are not installed are skipped with a note. If
@@ -60,6 +64,9 @@ def parse(argv):
                    help="output folder (default: outputs/bench, untracked; "
                         "'benchmarks/results' replaces the committed results)")
     p.add_argument("--no-plot", action="store_true")
+    p.add_argument("--sweep", default=None,
+                   help="comma-separated: T,H (step time against T and against H, plotted); "
+                        "default: both on a full run, none with --quick; '' for none")
     p.add_argument("--parallel-args", default=None,
                    help="arguments for benchmarks/bench_parallel.py's main (a quoted string); "
                         "default: its own defaults (--quick: two short sequence lengths)")
@@ -72,12 +79,29 @@ def _fmt(x, spec="7.1f"):
     return format(x, spec) if isinstance(x, (int, float)) else f"{x:>7}"
 
 
+def _ratio_cell(r: dict, key: str) -> str:
+    """jaxrnn's value of `key` over the best rival's, and who that rival is."""
+    ours = r["impls"].get(br.OURS, {}).get(key)
+    rivals = {n: i[key] for n, i in r["impls"].items()
+              if i.get(key) is not None and n not in br.NOT_RIVALS}
+    if ours is None or not rivals:
+        return "-"
+    best = min(rivals, key=rivals.get)
+    return f"{ours / rivals[best]:.2f} ({best})" if rivals[best] > 0 else "-"
+
+
+def _shown(results: list[dict], impls: list[str], key: str) -> list[str]:
+    return [n for n in impls if any(r["impls"].get(n, {}).get(key) is not None
+                                    for r in results)]
+
+
 def table(results: list[dict], impls: list[str], roof: float) -> str:
-    """A Markdown table: median ms per implementation, ratio, GFLOP/s and roof fraction."""
-    shown = [n for n in impls if any("median_ms" in r["impls"].get(n, {}) for r in results)]
+    """A Markdown table: median ms per implementation, ratio, GFLOP/s against the case's
+    roof (``matmul-only``) and against the large square matmul's `roof`."""
+    shown = _shown(results, impls, "median_ms")
     head = ["case"] + shown + [f"ratio (best rival; < 1: {br.OURS} faster)",
-                               f"{br.OURS} GFLOP/s (% roof)",
-                               f"{br.OURS} compile s"]
+                               f"{br.OURS} GFLOP/s",
+                               "% of case roof", "% of square roof"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
         row = [r["label"]]
@@ -88,10 +112,28 @@ def table(results: list[dict], impls: list[str], roof: float) -> str:
         ratio = r.get("ratio")
         row.append(f"{ratio:.2f} ({r['best_rival']})" if ratio is not None else "-")
         if "gflops" in ours:
-            row.append(f"{ours['gflops']:.1f} ({100 * ours['gflops'] / roof:.0f}%)")
-            row.append(f"{ours['compile_s']:.2f}")
+            row.append(f"{ours['gflops']:.1f}")
+            case_roof = r.get("roof_gflops")
+            row.append(f"{100 * ours['gflops'] / case_roof:.0f}%" if case_roof else "-")
+            row.append(f"{100 * ours['gflops'] / roof:.0f}%")
         else:
-            row += ["-", "-"]
+            row += ["-", "-", "-"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
+def side_table(results: list[dict], impls: list[str], key: str, spec: str) -> str:
+    """A Markdown table of one more quantity per contender (peak MB, compile s), with
+    jaxrnn's ratio to the best rival (below 1: jaxrnn uses less)."""
+    shown = [n for n in _shown(results, impls, key) if n != br.ROOF]
+    head = ["case"] + shown + [f"ratio (best rival; < 1: {br.OURS} less)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in results:
+        row = [r["label"]]
+        for n in shown:
+            v = r["impls"].get(n, {}).get(key)
+            row.append(format(v, spec) if v is not None else "-")
+        row.append(_ratio_cell(r, key))
         lines.append("| " + " | ".join(row) + " |")
     return "\n".join(lines)
 
@@ -125,6 +167,59 @@ def plot(results: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
+def plot_sweep(results: list[dict], axis: str, path: Path) -> None:
+    """Step time against T or H (log-log): every contender that ran, the roof dashed."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    index = {"T": 1, "H": 3}[axis]
+    xs = [r["case"]["shape"][index] for r in results]
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in br.IMPLEMENTATIONS:
+        ys = [r["impls"].get(name, {}).get("median_ms", float("nan")) for r in results]
+        if all(y != y for y in ys):  # never ran
+            continue
+        style = {"lw": 2.5} if name == br.OURS else {"ls": "--", "color": "k"} \
+            if name == br.ROOF else {"lw": 1}
+        ax.plot(xs, ys, marker="o", label=name, **style)
+    case = results[0]["case"]
+    fixed = ", ".join(f"{k}={v}" for k, v in zip("BTFH", case["shape"]) if k != axis)
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel(axis)
+    ax.set_ylabel("median ms per step")
+    ax.set_title(f"{case['kind'].upper()} {case['mode']} step against {axis} ({fixed})")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+SWEEP_T = [64, 256, 1024, 4096, 16384]  # B=8, F=32, H=128
+SWEEP_H = [32, 64, 128, 256, 512, 1024]  # B=8, T=256, F=32
+
+
+def sweep_cases(axis: str) -> list:
+    if axis == "T":
+        return [br.Case("lstm", (8, t, 32, 128), "train") for t in SWEEP_T]
+    return [br.Case("lstm", (8, 256, 32, h), "train") for h in SWEEP_H]
+
+
+def _run(cases, impls, rounds, budget) -> list[dict]:
+    results = []
+    for case in cases:
+        r = br.run_case(case, impls, rounds, budget)
+        results.append(r)
+        cells = ", ".join(f"{n} {i['median_ms']:.1f}" for n, i in r["impls"].items()
+                          if "median_ms" in i)
+        ratio = f" -> ratio {r['ratio']:.2f} vs {r['best_rival']}" if "ratio" in r else ""
+        print(f"{case.label():32s} {cells}{ratio}", flush=True)
+    return results
+
+
 def main(argv=None) -> int:
     args = parse(sys.argv[1:] if argv is None else argv)
     kinds = args.kinds.split(",")
@@ -132,46 +227,59 @@ def main(argv=None) -> int:
         shapes = args.shapes or [br.GRID[0], br.TINY]
         modes = (args.modes or "train").split(",")
         rounds, budget = args.rounds or 5, args.budget or 2.0
+        sweeps = args.sweep or ""
     else:
-        shapes = args.shapes or [*br.GRID, br.TINY]
+        shapes = args.shapes or [*br.GRID, br.TINY, br.BATCH1]
         modes = (args.modes or "train,infer").split(",")
         rounds, budget = args.rounds or 9, args.budget or 6.0
+        sweeps = "T,H" if args.sweep is None else args.sweep
     impls = [n for n in args.impls.split(",") if n]
     unknown = sorted(set(impls) - set(br.IMPLEMENTATIONS))
     if unknown:
         raise SystemExit(f"unknown implementations {unknown}; known: {list(br.IMPLEMENTATIONS)}")
+    axes = [a.strip().upper() for a in sweeps.split(",") if a.strip()]
+    if set(axes) - {"T", "H"}:
+        raise SystemExit(f"--sweep takes T and/or H; got {sweeps!r}")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     info = br.machine_info()
-    print(f"machine: {info['nproc']} CPUs, {info['cpu']}, backend {info['backend']}")
+    print(f"machine: {info['nproc']} CPUs, {info['cpu']} ({' '.join(info['cpu_flags'])}), "
+          f"backend {info['backend']}")
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     t_start = time.perf_counter()
     roofs = [br.matmul_roof()]
-    print(f"matmul roof: {roofs[0]:.1f} GFLOP/s (float32 1536^3 in JAX, best of 5)")
+    print(f"square matmul roof: {roofs[0]:.1f} GFLOP/s (float32 1536^3 in JAX, best of 5)")
 
     print(RATIO_NOTE.format(ours=br.OURS))
-    results = []
-    for mode in modes:
-        for kind in kinds:
-            for shape in shapes:
-                case = br.Case(kind, tuple(shape), mode)
-                r = br.run_case(case, impls, rounds, budget)
-                results.append(r)
-                cells = ", ".join(f"{n} {i['median_ms']:.1f}" for n, i in r["impls"].items()
-                                  if "median_ms" in i)
-                ratio = f" -> ratio {r['ratio']:.2f} vs {r['best_rival']}" if "ratio" in r else ""
-                print(f"{case.label():32s} {cells}{ratio}", flush=True)
+    cases = [br.Case(kind, tuple(shape), mode)
+             for mode in modes for kind in kinds for shape in shapes]
+    results = _run(cases, impls, rounds, budget)
+    sweep_results = {}
+    for axis in axes:
+        print(f"\nsweep over {axis}:")
+        sweep_results[axis] = _run(sweep_cases(axis), impls, min(rounds, 5), budget)
     roofs.append(br.matmul_roof())
     roof = max(roofs)
-    skipped = sorted({f"{n}: {i['skipped']}" for r in results for n, i in r["impls"].items()
+    every = results + [r for rs in sweep_results.values() for r in rs]
+    skipped = sorted({f"{n}: {i['skipped']}" for r in every for n, i in r["impls"].items()
                       if "skipped" in i})
 
     md = table(results, impls, roof)
+    memory = side_table(results, impls, "peak_mb", ".1f")
+    compile_s = side_table(results, impls, "compile_s", ".2f")
+    sweeps_md = {axis: table(rs, impls, roof) for axis, rs in sweep_results.items()}
     print()
-    print(f"median ms; matmul roof {roof:.1f} GFLOP/s (best of start/end: "
+    print(f"median ms; square matmul roof {roof:.1f} GFLOP/s (best of start/end: "
           f"{', '.join(f'{x:.1f}' for x in roofs)}); {RATIO_NOTE.format(ours=br.OURS)}")
     print(md)
+    print("\npeak memory of the step, MiB (JAX: XLA's memory analysis; PyTorch: its "
+          "process's peak RSS growth)")
+    print(memory)
+    print("\ncompile time, s (JAX: lower + compile; PyTorch: its first step)")
+    print(compile_s)
+    for axis, text in sweeps_md.items():
+        print(f"\nsweep over {axis}\n{text}")
     for s in skipped:
         print(f"skipped {s}")
     elapsed = time.perf_counter() - t_start
@@ -179,12 +287,19 @@ def main(argv=None) -> int:
 
     payload = {"machine": info, "roof_gflops": roof, "roofs_gflops": roofs,
                "elapsed_s": elapsed, "argv": sys.argv[1:] if argv is None else list(argv),
-               "results": results, "skipped": skipped, "table_md": md}
+               "results": results, "sweeps": sweep_results, "skipped": skipped,
+               "table_md": md, "memory_md": memory, "compile_md": compile_s,
+               "sweeps_md": sweeps_md}
     (out / "results.json").write_text(json.dumps(payload, indent=1))
-    (out / "table.md").write_text(md + "\n")
+    text = [md, "", "Peak memory (MiB)", "", memory, "", "Compile time (s)", "", compile_s]
+    for axis, t in sweeps_md.items():
+        text += ["", f"Sweep over {axis}", "", t]
+    (out / "table.md").write_text("\n".join(text) + "\n")
     if not args.no_plot:
         try:
             plot(results, out / "results.png")
+            for axis, rs in sweep_results.items():
+                plot_sweep(rs, axis, out / f"sweep_{axis.lower()}.png")
         except ImportError as e:
             print(f"no plot: matplotlib not installed ({e})")
     print(f"wrote {out / 'results.json'}")

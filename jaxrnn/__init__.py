@@ -18,6 +18,7 @@ from jaxrnn._conv import ConvLSTMCell as ConvLSTMCell
 from jaxrnn._io import load as load
 from jaxrnn._io import save as save
 from jaxrnn._keras import from_keras as from_keras
+from jaxrnn._keras import to_keras as to_keras
 from jaxrnn._layers import GRU as GRU
 from jaxrnn._layers import LSTM as LSTM
 from jaxrnn._layers import RNN as RNN
@@ -74,5 +75,6 @@ __all__ = [
     "save",
     "serialize",
     "shard_batch",
+    "to_keras",
     "to_torch",
 ]

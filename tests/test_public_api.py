@@ -5,7 +5,7 @@ import jaxrnn as jr
 PUBLIC = {
     "Bidirectional", "Cell", "GRU", "GRUCell", "LSTM", "LSTMCell", "LSTMState", "RNN", "RNNCellBase",
     "Sequential", "SimpleRNN", "SimpleRNNCell", "StackedRNNCells", "__version__", "deserialize",
-    "register", "serialize", "from_keras", "from_torch", "to_torch", "save", "load",
+    "register", "serialize", "from_keras", "to_keras", "from_torch", "to_torch", "save", "load",
     "data_mesh", "replicate", "shard_batch", "MinGRUCell", "MinLSTMCell", "LRUCell", "LRUState",
     "Stream", "ConvLSTMCell", "ConvLSTM1D", "ConvLSTM2D", "ConvLSTM3D",
 }
