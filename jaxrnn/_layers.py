@@ -468,7 +468,8 @@ class RNN:
         Args:
           params: from `init` (the cell's params; with ``learn_initial_state``,
             ``{"cell": ..., "initial_state": ...}``).
-          sequences: [B, T, F] float array ([T, B, F] when time_major).
+          sequences: [B, T, F] float array ([T, B, F] when time_major); for a cell with
+            spatial inputs (ConvLSTM), [B, T, *spatial, C] or [B, T, C, *spatial].
           initial_state: a list with one [B, H] array per state of the cell (a stack:
             one entry per cell); zeros (or the learned state) when None.
           mask: [B, T] booleans, True where a step is real. What masked steps hold never
