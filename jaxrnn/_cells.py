@@ -111,6 +111,14 @@ def _initialize(spec: Initializer, key: Array, shape: tuple[int, ...], dtype) ->
     return init(key, shape, dtype)
 
 
+def output_size_of(cell: Any) -> int:
+    """A cell's output width: its ``output_size``, else its (first) state size."""
+    size = getattr(cell, "output_size", None)
+    if size is None:
+        size = cell.state_size if isinstance(cell.state_size, int) else cell.state_size[0]
+    return size
+
+
 def input_rank(cell: Any) -> int:
     """The axes of one step's inputs, batch excluded: 1 ([F]) unless the cell declares
     ``input_rank`` (a ConvLSTM's steps are feature maps, [*spatial, C])."""
@@ -744,16 +752,12 @@ class StackedRNNCells:
 
     @property
     def output_size(self) -> int:
-        last = self.cells[-1]
-        size = getattr(last, "output_size", None)
-        if size is None:
-            size = last.state_size if isinstance(last.state_size, int) else last.state_size[0]
-        return size
+        return output_size_of(self.cells[-1])
 
     def _input_dims(self, input_dim: int) -> list[int]:
         dims = [input_dim]
         for cell in self.cells[:-1]:
-            dims.append(StackedRNNCells([cell]).output_size)
+            dims.append(output_size_of(cell))
         return dims
 
     def init(self, key: Array, input_dim: int, dtype=jnp.float32) -> list:
@@ -782,7 +786,7 @@ class StackedRNNCells:
                 except ValueError as e:
                     raise ValueError(f"StackedRNNCells: cells[{i}]: {e}") from None
                 first = got_dim if i == 0 else first
-            dim = StackedRNNCells([cell]).output_size
+            dim = output_size_of(cell)
         return first
 
     def get_initial_state(self, batch_size: int, dtype=jnp.float32) -> tuple:

@@ -206,6 +206,10 @@ class ConvLSTMCell(Cell):
     recurrent_dropout: float = 0.0
     conv_impl: str | None = None
 
+    # Fields Keras's ConvLSTM1D/2D/3D take no argument for (jaxrnn.to_keras): the rank is
+    # the class; conv_impl does not change results.
+    _keras_implicit = ("rank", "conv_impl")
+
     def __post_init__(self):
         who = "ConvLSTMCell"
         rank = self.rank

@@ -186,7 +186,7 @@ class RNN:
     @property
     def output_size(self) -> int:
         """H, the size of the output's last axis."""
-        return _cells.StackedRNNCells([self.cell]).output_size
+        return _cells.output_size_of(self.cell)
 
     @property
     def _stacked(self) -> bool:

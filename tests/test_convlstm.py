@@ -523,3 +523,38 @@ def test_from_keras_bidirectional(merge_mode, fmt):
         keras.layers.ConvLSTM2D(2, 2, data_format=fmt, return_sequences=True,
                                 return_state=True), merge_mode=merge_mode), shape, {})])
     assert isinstance(converted[0][0], jr.Bidirectional)
+
+
+@needs_keras
+def test_to_keras_and_back():
+    layer = jr.ConvLSTM2D(FILTERS, (2, 3), dilation_rate=(1, 2), data_format="channels_first",
+                          go_backwards=True, return_state=True, recurrent_activation="relu",
+                          conv_impl="conv")
+    params = _params(layer.cell)
+    x = np.asarray(_normal((B, 3, C, 4, 6), 3))
+    k = jr.to_keras(layer, params, step_shape=x.shape[2:])
+    assert type(k).__name__ == "ConvLSTM2D" and k.data_format == "channels_first"
+    _close(jax.jit(layer)(params, x), _keras_call(k, x))
+    back, back_params = jr.from_keras(k)
+    assert back == dataclasses.replace(layer, cell=dataclasses.replace(layer.cell,
+                                                                       conv_impl=None))
+    for name in params:
+        np.testing.assert_array_equal(back_params[name], params[name])
+    with pytest.raises(ValueError, match=r"pass step_shape=.*\[C, H, W\]"):
+        jr.to_keras(layer, params)
+    with pytest.raises(ValueError, match=r"step_shape=\(5, 4, 6\): .*must have 2 channels"):
+        jr.to_keras(layer, params, step_shape=(5, 4, 6))
+
+
+@needs_keras
+@pytest.mark.slow
+def test_to_keras_sequential_and_bidirectional():
+    model = jr.Sequential([
+        jr.Bidirectional(jr.ConvLSTM1D(2, 3, padding="same", return_sequences=True),
+                         merge_mode="ave"),
+        jr.ConvLSTM1D(3, 2, strides=2, use_bias=False),
+    ])
+    params = jax.tree.map(lambda a: a + 0.3, model.init(jax.random.key(0), (B, T, 7, C)))
+    x = np.asarray(_normal((B, T, 7, C), 4))
+    k = jr.to_keras(model, params, step_shape=x.shape[2:])
+    _close(jax.jit(model)(params, x), _keras_call(k, x))
