@@ -24,13 +24,13 @@ Run:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import os
 import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -50,8 +50,7 @@ OURS = "jaxrnn"
 KERNEL = 3
 
 
-@dataclasses.dataclass(frozen=True)
-class Case:
+class Case(NamedTuple):
     shape: tuple[int, int, int, int, int, int]  # B, T, H, W, C, filters
     mode: str  # "train" or "infer"
 
@@ -141,7 +140,7 @@ BASELINE = "jaxrnn-conv"  # jaxrnn with conv_impl="conv": reported, but not a ri
 def run_case(case: Case, names: list[str], rounds: int, budget_s: float, log=print) -> dict:
     """Builds every implementation, then times them in interleaved rounds (at least 3;
     rounds stop once `budget_s` seconds of timing have passed)."""
-    calls, result = {}, {"case": dataclasses.asdict(case), "label": case.label(),
+    calls, result = {}, {"case": case._asdict(), "label": case.label(),
                          "flops": case.flops(), "impls": {}}
     for name in names:
         try:

@@ -110,9 +110,9 @@ def _cell(keras_cell: Any, where: str) -> tuple[Any, dict]:
     if kind is None:
         raise TypeError(
             f"from_keras: {where} is a {type(keras_cell).__name__}; jaxrnn converts Keras's "
-            "SimpleRNNCell, LSTMCell, GRUCell and ConvLSTMCell (and RNN layers and stacks of "
-            "them, ConvLSTM1D/2D/3D). For your own cell, write its jaxrnn counterpart and "
-            "copy the weights by name."
+            "SimpleRNNCell, LSTMCell and GRUCell (and RNN layers and stacks of them), and the "
+            "ConvLSTMCell of ConvLSTM1D/2D/3D. For your own cell, write its jaxrnn "
+            "counterpart and copy the weights by name."
         )
     config = keras_cell.get_config()
     jr_cls = _JR_CELLS[kind]
