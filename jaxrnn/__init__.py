@@ -25,6 +25,8 @@ from jaxrnn._layers import RNN as RNN
 from jaxrnn._layers import Bidirectional as Bidirectional
 from jaxrnn._layers import Sequential as Sequential
 from jaxrnn._layers import SimpleRNN as SimpleRNN
+from jaxrnn._lstm_variants import LayerNormLSTMCell as LayerNormLSTMCell
+from jaxrnn._lstm_variants import PeepholeLSTMCell as PeepholeLSTMCell
 from jaxrnn._parallel_cells import LRUCell as LRUCell
 from jaxrnn._parallel_cells import LRUState as LRUState
 from jaxrnn._parallel_cells import MinGRUCell as MinGRUCell
@@ -54,9 +56,11 @@ __all__ = [
     "LSTMCell",
     "LSTMState",
     "LRUCell",
+    "LayerNormLSTMCell",
     "LRUState",
     "MinGRUCell",
     "MinLSTMCell",
+    "PeepholeLSTMCell",
     "RNN",
     "RNNCellBase",
     "Sequential",

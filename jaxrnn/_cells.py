@@ -32,7 +32,7 @@ class LSTMState(NamedTuple):
       >>> h, c = state  # still a tuple, in Keras's order
     """
 
-    h: Array  # [B, H] hidden state, also the cell's output
+    h: Array  # [B, H] hidden state, also the cell's output ([B, P] with proj_size=P)
     c: Array  # [B, H] memory (carry) state
 
 
@@ -546,49 +546,40 @@ class SimpleRNNCell(RNNCellBase):
             return h, (h,)
 
 
-@_registry.register
-@dataclasses.dataclass(frozen=True)
-class LSTMCell(RNNCellBase):
-    """A long short-term memory cell, as Keras's ``LSTMCell``.
+_ELEMENTWISE_INITIALIZERS = ("zeros", "ones", "random_normal", "truncated_normal",
+                             "random_uniform")
 
-    With ``z = x_t @ kernel + h_{t-1} @ recurrent_kernel + bias`` split into the gates
-    ``i, f, g, o`` (Keras's order):
 
-      i, f, o = recurrent_activation(z_i), recurrent_activation(z_f), recurrent_activation(z_o)
-      c_t = f * c_{t-1} + i * activation(z_g)
-      h_t = o * activation(c_t)
+def _initialize_vector(spec: Initializer, key: Array, n: int, dtype) -> Array:
+    """A 1-D weight [n] from an initializer, with Keras's fans for a 1-D shape.
 
-    The output is ``h_t``; the states are ``LSTMState(h, c)``. Params: ``kernel``
-    [F, 4H], ``recurrent_kernel`` [H, 4H], ``bias`` [4H]. With ``unit_forget_bias``
-    the forget gate's bias starts at ones (Jozefowicz et al., 2015), as in Keras.
-
-    Example:
-      >>> import jax, jax.numpy as jnp, jaxrnn as jr
-      >>> cell = jr.LSTMCell(4)
-      >>> params = cell.init(jax.random.key(0), 3)
-      >>> params["kernel"].shape  # [F, 4H]
-      (3, 16)
-      >>> out, state = cell(params, jnp.ones((2, 3)), cell.get_initial_state(2))
-      >>> state.c.shape  # [B, H]
-      (2, 4)
+    Keras gives a 1-D weight fan_in = fan_out = n; JAX's variance-scaling initializers refuse
+    1-D shapes. The diagonal of an [n, n] draw has exactly Keras's distribution for them
+    (glorot/he/lecun, uniform or normal); the elementwise named ones draw [n] directly.
     """
+    if isinstance(spec, str) and spec.lower() in _ELEMENTWISE_INITIALIZERS:
+        return _initialize(spec, key, (n,), dtype)
+    return jnp.diagonal(_initialize(spec, key, (n, n), dtype))
 
-    units: int
-    activation: Activation = "tanh"
-    recurrent_activation: Activation = "sigmoid"
-    use_bias: bool = True
-    kernel_initializer: Initializer = "glorot_uniform"
-    recurrent_initializer: Initializer = "orthogonal"
-    bias_initializer: Initializer = "zeros"
-    unit_forget_bias: bool = True
-    dropout: float = 0.0
-    recurrent_dropout: float = 0.0
+
+@dataclasses.dataclass(frozen=True)
+class _LSTMBase(RNNCellBase):
+    """What Keras's LSTM family shares (not a cell itself): four gates in Keras's order
+    ``i, f, c, o``, states ``LSTMState(h, c)`` and the forget-bias initialization."""
+
+    if TYPE_CHECKING:
+        @property
+        def unit_forget_bias(self) -> bool: ...
 
     _gates = 4
 
+    def __post_init__(self):
+        super().__post_init__()
+        check_bool(self.unit_forget_bias, "unit_forget_bias", type(self).__name__)
+
     @property
     def state_size(self) -> tuple[int, int]:
-        return (self.units, self.units)
+        return (self.output_size, self.units)
 
     def _init_bias(self, key, dtype):
         if not self.unit_forget_bias:
@@ -602,8 +593,109 @@ class LSTMCell(RNNCellBase):
 
     def get_initial_state(self, batch_size: int, dtype=jnp.float32) -> LSTMState:
         """Zero states ``LSTMState(h=[B, H], c=[B, H])``."""
-        zeros = jnp.zeros((batch_size, self.units), dtype)
-        return LSTMState(zeros, zeros)
+        return LSTMState(jnp.zeros((batch_size, self.output_size), dtype),
+                         jnp.zeros((batch_size, self.units), dtype))
+
+
+@_registry.register
+@dataclasses.dataclass(frozen=True)
+class LSTMCell(_LSTMBase):
+    """A long short-term memory cell, as Keras's ``LSTMCell`` (PyTorch's with `proj_size`).
+
+    With ``z = x_t @ kernel + h_{t-1} @ recurrent_kernel + bias`` split into the gates
+    ``i, f, g, o`` (Keras's order):
+
+      i, f, o = recurrent_activation(z_i), recurrent_activation(z_f), recurrent_activation(z_o)
+      c_t = f * c_{t-1} + i * activation(z_g)
+      h_t = o * activation(c_t)                      (proj_size=0, Keras)
+      h_t = (o * activation(c_t)) @ projection       (proj_size=P > 0, PyTorch)
+
+    The output is ``h_t``; the states are ``LSTMState(h, c)``. Params: ``kernel``
+    [F, 4H], ``recurrent_kernel`` [H, 4H], ``bias`` [4H]. With ``unit_forget_bias``
+    the forget gate's bias starts at ones (Jozefowicz et al., 2015), as in Keras.
+
+    With ``proj_size=P > 0`` this is PyTorch's projected LSTM (``nn.LSTM(proj_size=P)``,
+    Sak et al., 2014, "LSTMP"): h is [B, P] while c stays [B, H]; ``recurrent_kernel`` is
+    [P, 4H] and a ``projection`` [H, P] (PyTorch's ``weight_hr`` transposed, drawn by
+    `projection_initializer`) is added; the output is [B, P]. Recurrent dropout masks h,
+    so they are [B, P]. P must be smaller than H, as in PyTorch. The fused path runs it.
+
+    Args:
+      proj_size: P, the size of the projected h; 0 (the default) for no projection.
+      projection_initializer: the initializer of ``projection`` (used only when P > 0).
+
+    The other arguments are Keras's ``LSTMCell``'s, with its defaults.
+
+    Example:
+      >>> import jax, jax.numpy as jnp, jaxrnn as jr
+      >>> cell = jr.LSTMCell(4)
+      >>> params = cell.init(jax.random.key(0), 3)
+      >>> params["kernel"].shape  # [F, 4H]
+      (3, 16)
+      >>> out, state = cell(params, jnp.ones((2, 3)), cell.get_initial_state(2))
+      >>> state.c.shape  # [B, H]
+      (2, 4)
+      >>> proj = jr.LSTMCell(4, proj_size=2)  # PyTorch's nn.LSTM(3, 4, proj_size=2)
+      >>> jax.tree.map(jnp.shape, proj.init(jax.random.key(0), 3))
+      {'bias': (16,), 'kernel': (3, 16), 'projection': (4, 2), 'recurrent_kernel': (2, 16)}
+      >>> h, c = proj.get_initial_state(5)
+      >>> h.shape, c.shape  # [B, P], [B, H]
+      ((5, 2), (5, 4))
+    """
+
+    units: int
+    activation: Activation = "tanh"
+    recurrent_activation: Activation = "sigmoid"
+    use_bias: bool = True
+    kernel_initializer: Initializer = "glorot_uniform"
+    recurrent_initializer: Initializer = "orthogonal"
+    bias_initializer: Initializer = "zeros"
+    unit_forget_bias: bool = True
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
+    proj_size: int = 0
+    projection_initializer: Initializer = "glorot_uniform"
+
+    def __post_init__(self):
+        super().__post_init__()
+        p = self.proj_size
+        if isinstance(p, bool) or not isinstance(p, int) or not 0 <= p < self.units:
+            raise ValueError(
+                f"LSTMCell: proj_size must be an int with 0 <= proj_size < units={self.units} "
+                f"(the projected h is smaller than c, as in PyTorch); got proj_size={p!r}. Use "
+                "proj_size=0 for no projection."
+            )
+
+    @property
+    def output_size(self) -> int:
+        return self.proj_size or self.units
+
+    def param_shapes(self, input_dim: int) -> dict[str, tuple[int, ...]]:
+        """The params' shapes for inputs of `input_dim` features: Keras's layout, with
+        ``recurrent_kernel`` [P, 4H] and ``projection`` [H, P] when ``proj_size=P > 0``."""
+        shapes = super().param_shapes(input_dim)
+        if self.proj_size:
+            shapes["recurrent_kernel"] = (self.proj_size, 4 * self.units)
+            shapes["projection"] = (self.units, self.proj_size)
+        return shapes
+
+    def init(self, key: Array, input_dim: int, dtype=jnp.float32) -> dict[str, Array]:
+        """Creates the params (see `RNNCellBase.init`), and ``projection`` [H, P] when
+        ``proj_size=P > 0``."""
+        if not self.proj_size:
+            return super().init(key, input_dim, dtype)
+        key, k_proj = jax.random.split(key)
+        params = super().init(key, input_dim, dtype)
+        params["projection"] = _initialize(self.projection_initializer, k_proj,
+                                           (self.units, self.proj_size), dtype)
+        return params
+
+    def get_config(self) -> dict[str, Any]:
+        """Keras's config; ``proj_size`` and ``projection_initializer`` only when P > 0."""
+        config = super().get_config()
+        if not self.proj_size:
+            del config["proj_size"], config["projection_initializer"]
+        return config
 
     def step(self, params, inputs, states, masks=None):
         """One step with dropout masks from `dropout_masks` (no checks)."""
@@ -619,6 +711,8 @@ class LSTMCell(RNNCellBase):
             rec = _resolve.activation(self.recurrent_activation)
             c = rec(f) * c + rec(i) * act(g)
             h = rec(o) * act(c)
+            if self.proj_size:
+                h = h @ params["projection"]  # PyTorch's h = W_hr (o * tanh(c))
             return h, LSTMState(h, c)
 
 

@@ -19,6 +19,10 @@ and so do its gradients. What makes it fast on XLA CPU:
   taken once, outside the loop); ``dU = Σ_t h_{t-1}ᵀ dz_t``, ``dW``, ``db`` and ``dx`` are
   single 2-D matmuls after it. Every mode of autodiff works (see "Forward and reverse mode"
   below).
+* The projected LSTM (``proj_size=P``, PyTorch's): the step ends with
+  ``h = (o * act(c)) @ projection`` [B, P]; the backward loop adds one ``dh @ projectionᵀ``
+  per step, and ``d projection = Σ_t (o_t * act(c_t))ᵀ dh_t`` is one matmul after it, from
+  the saved gates (nothing more is saved).
 * Inference pays for no residuals: without differentiation JAX runs the core's primal
   function, a loop that projects each step's input itself (no [T, B, k*H] buffer) and
   stacks only the outputs it must return.
@@ -340,18 +344,24 @@ def _shift(seq: Array) -> Array:
 # ----------------------------------------------------------------------------- LSTM core
 #
 # Gates in the order (i, f, o | g): one recurrent_activation over [B, 3H], one activation
-# over [B, H]. zx [T, B, 4H] is the input projection with the bias; u [H, 4H].
+# over [B, H]. zx [T, B, 4H] is the input projection with the bias; u [P, 4H]; r [H, P] the
+# projected LSTM's projection (h = (o * act(c)) @ r, h [B, P]), or None (P = H).
 
 
-def _lstm_step(cfg: _Config, u, hm, h, c, zx_t, m_t):
-    n = h.shape[-1]
+def _proj(m: Array, r: Array | None) -> Array:
+    """The projected LSTM's ``m @ r`` over the last axis (any leading axes), or `m`."""
+    return m if r is None else _cells.dense(m, r)
+
+
+def _lstm_step(cfg: _Config, u, r, hm, h, c, zx_t, m_t):
+    n = c.shape[-1]
     z = zx_t + _cells.project(h, u, hm, 4)
     zs, zg = z[:, :3 * n], z[:, 3 * n:]
     s = cfg.rec(zs, 3)
     g = cfg.act(zg, 1)
     c_new = s[:, n:2 * n] * c + s[:, :n] * g
     tc = cfg.act(c_new, 1)
-    h_new = s[:, 2 * n:] * tc
+    h_new = _proj(s[:, 2 * n:] * tc, r)
     keep = None if m_t is None else m_t[:, None]
     # Saving act(c) costs a [B, H] store but spares the backward loop its costliest op.
     res = jnp.concatenate([cfg.rec.res(zs, s), cfg.act.res(zg, g), cfg.act.res(c_new, tc)],
@@ -366,21 +376,21 @@ def _entering(first: Array, seq: Array, reset: Array | None, rs: Any) -> Array:
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0,))
-def _lstm_core(cfg: _Config, x, w, b, u, h0, c0, mask, xm, hm, reset, hr, cr):
+def _lstm_core(cfg: _Config, x, w, b, u, r, h0, c0, mask, xm, hm, reset, hr, cr):
     # Inference: the projection inside the loop, as the generic scan does (a [T, B, 4H]
     # buffer of projections measured slower than projecting step by step when nothing
     # needs it afterwards), and no residuals.
     def body(carry, inp):
         x_t, m_t, r_t = inp
         h, c = reset_where(r_t, (hr, cr), carry)
-        n = h.shape[-1]
+        n = c.shape[-1]
         z = _step_proj(x_t, w, b, xm, 4) + _cells.project(h, u, hm, 4)
         # Gate by gate, as the generic cell does: XLA then fuses each activation into the
         # op that consumes it (one [B, 3H] sigmoid block would be a buffer of its own).
         i, f, o = (cfg.rec(z[:, j * n:(j + 1) * n], 1) for j in range(3))
         c_new = f * c + i * cfg.act(z[:, 3 * n:], 1)
         keep = None if m_t is None else m_t[:, None]
-        h = _masked(keep, o * cfg.act(c_new, 1), h)
+        h = _masked(keep, _proj(o * cfg.act(c_new, 1), r), h)
         c = _masked(keep, c_new, c)
         return (h, c), (h if cfg.seq else None)
 
@@ -388,7 +398,7 @@ def _lstm_core(cfg: _Config, x, w, b, u, h0, c0, mask, xm, hm, reset, hr, cr):
     return (hs, h, c) if cfg.seq else (h, c)
 
 
-def _lstm_core_fwd(cfg: _Config, x, w, b, u, h0, c0, mask, xm, hm, reset, hr, cr):
+def _lstm_core_fwd(cfg: _Config, x, w, b, u, r, h0, c0, mask, xm, hm, reset, hr, cr):
     """The forward loop of differentiation: the outputs, and per step the activated gates,
     ``act(c)`` and the entering ``c``."""
     zx = _in_proj(x, w, b, xm, 4)
@@ -396,7 +406,7 @@ def _lstm_core_fwd(cfg: _Config, x, w, b, u, h0, c0, mask, xm, hm, reset, hr, cr
     def body(carry, inp):
         zx_t, m_t, r_t = inp
         h, c = reset_where(r_t, (hr, cr), carry)
-        h_new, c_new, res = _lstm_step(cfg, u, hm, h, c, zx_t, m_t)
+        h_new, c_new, res = _lstm_step(cfg, u, r, hm, h, c, zx_t, m_t)
         return (h_new, c_new), (h_new, c, res)
 
     (h, c), (hs, cprev, res) = _scan(body, (h0, c0), (zx, mask, reset), cfg)
@@ -415,28 +425,28 @@ class _LSTMGates:
         self.tc = cfg.act.value(self.rc, 1)
 
 
-def _lstm_tangents(cfg: _Config, gates: _LSTMGates, cp, keep, dz, dh_in, dc_in, sc):
+def _lstm_tangents(cfg: _Config, gates: _LSTMGates, cp, keep, dz, dh_in, dc_in, sc, r):
     """A step's state tangents from its pre-activation tangent `dz`, the tangents of the
     entering states and the right-hand side's c block `sc` (None: zero): ``(dc, dh - sh)``,
     where ``dh - sh`` depends on the right-hand side only through ``dc``."""
-    n = dh_in.shape[-1]
+    n = dc_in.shape[-1]
     ds = cfg.rec.jvp(gates.rs, dz[..., :3 * n], 3)
     dg = cfg.act.jvp(gates.rg, dz[..., 3 * n:], 1)
     dc = gates.f * dc_in + cp * ds[..., n:2 * n] + gates.g * ds[..., :n] + gates.i * dg
     dc = _masked(keep, dc, dc_in)
     if sc is not None:
         dc = dc + sc
-    dh = gates.o * cfg.act.jvp(gates.rc, dc, 1) + gates.tc * ds[..., 2 * n:]
+    dh = _proj(gates.o * cfg.act.jvp(gates.rc, dc, 1) + gates.tc * ds[..., 2 * n:], r)
     return dc, _masked(keep, dh, dh_in)
 
 
 def _lstm_core_jvp(cfg: _Config, primals, tangents):
-    x, w, b, u, h0, c0, mask, xm, hm, reset, hr, cr = primals
-    dx, dw, db, du, dh0, dc0, _, _, _, _, dhr, dcr = map(_tangent, tangents)
+    x, w, b, u, r, h0, c0, mask, xm, hm, reset, hr, cr = primals
+    dx, dw, db, du, dr, dh0, dc0, _, _, _, _, dhr, dcr = map(_tangent, tangents)
     out, (res, cprev, hs) = _lstm_core_fwd(cfg, *primals)
-    t, n = x.shape[0], h0.shape[-1]
+    t, n = x.shape[0], c0.shape[-1]
     keep = None if mask is None else mask[:, :, None]
-    widths = (4 * n, n, n)
+    widths = (4 * n, h0.shape[-1], n)
     gates = _LSTMGates(cfg, res)
 
     # The right-hand side: [z | h | c] blocks.
@@ -446,6 +456,8 @@ def _lstm_core_jvp(cfg: _Config, primals, tangents):
               _exogenous(_project_or_none(dh0, u, hm, 4), _project_or_none(dhr, u, hm, 4),
                          reset, t))
     sh = None if eh is None or keep is None else jnp.where(keep, jnp.zeros((), eh.dtype), eh)
+    if dr is not None:  # h = m @ r: the projection's own tangent, m @ dr, where a step runs
+        sh = _add(sh, _masked(keep, _cells.dense(gates.o * gates.tc, dr), 0))
     sc = None if ec is None else ec * _masked(keep, gates.f, 1)
 
     def matvec(xv):
@@ -453,9 +465,10 @@ def _lstm_core_jvp(cfg: _Config, primals, tangents):
         dh_in, dc_in = _cut(reset, _shift(dh)), _cut(reset, _shift(dc))
         dz = q + _in_proj(dh_in, u, None, hm, 4)
         # c's equation without its right-hand side; h's reads the unknown dc itself.
-        nc, _ = _lstm_tangents(cfg, gates, cprev, keep, dz, dh_in, dc_in, None)
-        n_h = _masked(keep, gates.o * cfg.act.jvp(gates.rc, dc, 1) + gates.tc *
-                      cfg.rec.jvp(gates.rs, dz[..., :3 * n], 3)[..., 2 * n:], dh_in)
+        nc, _ = _lstm_tangents(cfg, gates, cprev, keep, dz, dh_in, dc_in, None, r)
+        n_h = _masked(keep, _proj(gates.o * cfg.act.jvp(gates.rc, dc, 1) + gates.tc *
+                                  cfg.rec.jvp(gates.rs, dz[..., :3 * n], 3)[..., 2 * n:], r),
+                      dh_in)
         return jnp.concatenate([q, dh - n_h, dc - nc], axis=-1)
 
     def solve(rhs):
@@ -466,31 +479,35 @@ def _lstm_core_jvp(cfg: _Config, primals, tangents):
             dz = sz_t + _cells.project(dh_in, u, hm, 4)
             dc, dh = _lstm_tangents(cfg, _LSTMGates(cfg, res_t), cp,
                                     None if m_t is None else m_t[:, None], dz, dh_in, dc_in,
-                                    sc_t)
+                                    sc_t, r)
             dh = dh + sh_t
             return (dh, dc), (dh, dc)
 
-        zero = jnp.zeros_like(h0)
-        dh, dc = _scan(body, (zero, zero), (rhs, res, cprev, mask, reset), cfg)[1]
+        zeros = (jnp.zeros_like(h0), jnp.zeros_like(c0))
+        dh, dc = _scan(body, zeros, (rhs, res, cprev, mask, reset), cfg)[1]
         return jnp.concatenate([rhs[..., :4 * n], dh, dc], axis=-1)
 
     tx = _linear_solve([sz, sh, sc], widths, res.dtype, matvec, solve,
-                       functools.partial(_lstm_adjoint, cfg, res, cprev, u, hm, mask, reset))
+                       functools.partial(_lstm_adjoint, cfg, res, cprev, u, r, hm, mask,
+                                         reset))
     if tx is None:
         return out, jax.tree.map(jnp.zeros_like, out)
     _, th, tc = _split(tx, widths)
     return out, ((th, th[-1], tc[-1]) if cfg.seq else (th[-1], tc[-1]))
 
 
-def _lstm_adjoint(cfg: _Config, res, cprev, u, hm, mask, reset, ct):
+def _lstm_adjoint(cfg: _Config, res, cprev, u, r, hm, mask, reset, ct):
     """The backward loop: the transpose of the tangent system's solve. Given the cotangents
-    of the unknowns `ct` [T, B, 6H] (in the states' blocks, the layer's output cotangents),
-    returns those of the right-hand side, ``[dz | dh | dc]`` per step: ``dz`` [4H], the
-    pre-activations' gradient (whence the kernels', biases' and inputs' gradients, as single
-    matmuls), is the loop's plus `ct`'s own q block, added after the loop."""
+    of the unknowns `ct` [T, B, 4H + P + H] (in the states' blocks, the layer's output
+    cotangents; P = H without a projection `r`), returns those of the right-hand side,
+    ``[dz | dh | dc]`` per step: ``dz`` [4H], the pre-activations' gradient (whence the
+    kernels', biases' and inputs' gradients, as single matmuls), is the loop's plus `ct`'s
+    own q block, added after the loop."""
     n = cprev.shape[-1]
+    p = n if r is None else r.shape[1]
     rec, act = cfg.rec, cfg.act
     ut = u.T  # transposed once: [4H, H] @ in the loop is faster than a transposed dot
+    rt = None if r is None else r.T
     # The states' cotangents in one buffer: one fetch per step (the c part is zero but at
     # the last step in first-order differentiation).
     ctq, cts = ct[..., :4 * n], ct[..., 4 * n:]
@@ -498,16 +515,17 @@ def _lstm_adjoint(cfg: _Config, res, cprev, u, hm, mask, reset, ct):
     def body(carry, inp):
         dh, dc = carry
         cts_t, res_t, cp, m_t, r_t = inp
-        dh = dh + cts_t[:, :n]
+        dh = dh + cts_t[:, :p]
         s = rec.value(res_t[:, :3 * n], 3)
         g = act.value(res_t[:, 3 * n:4 * n], 1)
         tc = act.value(res_t[:, 4 * n:], 1)
         i, f, o = s[:, :n], s[:, n:2 * n], s[:, 2 * n:]
         keep = None if m_t is None else m_t[:, None]
         dh_c = _masked(keep, dh, 0)
-        dc = dc + cts_t[:, n:] + act.grad(res_t[:, 4 * n:], dh_c * o, 1)
+        dm = dh_c if rt is None else dh_c @ rt  # the gradient wrt o * act(c)
+        dc = dc + cts_t[:, p:] + act.grad(res_t[:, 4 * n:], dm * o, 1)
         dc_c = _masked(keep, dc, 0)
-        ds = jnp.concatenate([dc_c * g, dc_c * cp, dh_c * tc], axis=-1)
+        ds = jnp.concatenate([dc_c * g, dc_c * cp, dm * tc], axis=-1)
         dz = jnp.concatenate([rec.grad(res_t[:, :3 * n], ds, 3),
                               act.grad(res_t[:, 3 * n:4 * n], dc_c * i, 1)], axis=-1)
         dh_prev = _rec_proj_t(dz, ut, hm, 4)
@@ -518,7 +536,8 @@ def _lstm_adjoint(cfg: _Config, res, cprev, u, hm, mask, reset, ct):
         return (_cut(r_t, dh_prev), _cut(r_t, dc_prev)), (dz, dh, dc)
 
     zero = jnp.zeros_like(cprev[0])
-    _, (dz, dh, dc) = _scan(body, (zero, zero), (cts, res, cprev, mask, reset), cfg,
+    zero_h = zero if r is None else jnp.zeros((zero.shape[0], p), zero.dtype)
+    _, (dz, dh, dc) = _scan(body, (zero_h, zero), (cts, res, cprev, mask, reset), cfg,
                             reverse=True)
     return jnp.concatenate([ctq + dz, dh, dc], axis=-1)
 
@@ -853,6 +872,7 @@ def _prepare(cell: Any, params: dict, dropout: Any, seq: bool, unroll: int):
     w, u = params["kernel"], params["recurrent_kernel"]
     b = params.get("bias")
     if isinstance(cell, _cells.LSTMCell):
+        r = params.get("projection")  # proj_size > 0
         w, u = _lstm_perm(w, n), _lstm_perm(u, n)
         b = None if b is None else _lstm_perm(b, n)
         if x_mask is not None and x_mask.ndim == 3:
@@ -863,7 +883,7 @@ def _prepare(cell: Any, params: dict, dropout: Any, seq: bool, unroll: int):
         def run_lstm(x, states, mask, reset, reset_states):
             h0, c0 = states
             hr, cr = reset_states or (None, None)
-            out = _lstm_core(cfg, x, w, b, u, h0, c0, mask, x_mask, h_mask, reset, hr, cr)
+            out = _lstm_core(cfg, x, w, b, u, r, h0, c0, mask, x_mask, h_mask, reset, hr, cr)
             return (out[0], out[1:]) if seq else (None, out)
 
         return run_lstm

@@ -125,7 +125,7 @@ def _cell(keras_cell: Any, where: str) -> tuple[Any, dict]:
             kw[name] = _activation(config[name], f"{where}.{name}")
         elif name.endswith("initializer"):
             kw[name] = _initializer(config.get(name), str(field.default))
-        else:
+        elif name in config:  # not jaxrnn's own options (proj_size): they keep their default
             kw[name] = config[name]
     kw["units"] = int(kw["units"])
     cell = jr_cls(**kw)

@@ -686,7 +686,8 @@ def LSTM(
     kernel_initializer: _cells.Initializer = "glorot_uniform",
     recurrent_initializer: _cells.Initializer = "orthogonal",
     bias_initializer: _cells.Initializer = "zeros", unit_forget_bias: bool = True,
-    dropout: float = 0.0, recurrent_dropout: float = 0.0,
+    dropout: float = 0.0, recurrent_dropout: float = 0.0, proj_size: int = 0,
+    projection_initializer: _cells.Initializer = "glorot_uniform",
     return_sequences: bool = False, return_state: bool = False, go_backwards: bool = False,
     stateful: bool = False, unroll: bool | int = False, zero_output_for_mask: bool = False,
     time_major: bool = False, parallel: bool | None = None, fused: bool | None = None,
@@ -697,8 +698,9 @@ def LSTM(
     """``RNN(LSTMCell(units, ...), ...)``, as Keras's ``LSTM``.
 
     Cell arguments: activation, recurrent_activation, use_bias, kernel_initializer,
-    recurrent_initializer, bias_initializer, unit_forget_bias, dropout, recurrent_dropout
-    (see `LSTMCell`).
+    recurrent_initializer, bias_initializer, unit_forget_bias, dropout, recurrent_dropout,
+    proj_size, projection_initializer (see `LSTMCell`; ``proj_size=P > 0`` is PyTorch's
+    projected LSTM, with outputs and h of size P).
     Layer arguments (keyword-only, as for `RNN`): return_sequences, return_state,
     go_backwards, stateful, unroll, zero_output_for_mask, time_major, parallel, fused, dtype,
     param_dtype, remat, remat_threshold, solver, learn_initial_state.
@@ -709,13 +711,19 @@ def LSTM(
       >>> params = layer.init(jax.random.key(0), (None, None, 3))
       >>> layer(params, jnp.ones((2, 7, 3))).shape  # [B, T, H]
       (2, 7, 16)
+      >>> projected = jr.LSTM(16, proj_size=4, return_state=True)
+      >>> params = projected.init(jax.random.key(0), (None, None, 3))
+      >>> y, h, c = projected(params, jnp.ones((2, 7, 3)))
+      >>> y.shape, h.shape, c.shape  # [B, P], [B, P], [B, H]
+      ((2, 4), (2, 4), (2, 16))
     """
     return _layer(_cells.LSTMCell(
         units, activation=activation, recurrent_activation=recurrent_activation,
         use_bias=use_bias, kernel_initializer=kernel_initializer,
         recurrent_initializer=recurrent_initializer, bias_initializer=bias_initializer,
         unit_forget_bias=unit_forget_bias, dropout=dropout,
-        recurrent_dropout=recurrent_dropout), locals())
+        recurrent_dropout=recurrent_dropout, proj_size=proj_size,
+        projection_initializer=projection_initializer), locals())
 
 
 def GRU(

@@ -148,9 +148,13 @@ def processing_order_reset(reset: Array, go_backwards: bool) -> Array:
     """
     if not go_backwards:
         return reset
-    # Flipped, then shifted one step later (the first processed step never resets): one pad
-    # op, no slice of a symbolic length (exporters such as jax2onnx cannot resize those).
-    return lax.pad(jnp.flip(reset, axis=0), jnp.array(False), [(1, -1, 0), (0, 0, 0)])
+    # Flipped, then shifted one step later (the first processed step never resets), as
+    # slices and `lax.concatenate`: they keep a symbolic T when exported to ONNX, where
+    # jax2onnx 0.17 cannot size `lax.pad`, a gather such as ``reset[1:]``, nor
+    # `jnp.concatenate` (which it replaces by its own, sized as its first operand).
+    flipped = jnp.flip(reset, axis=0)
+    first = jnp.zeros_like(lax.slice_in_dim(flipped, 0, 1))  # [1, B]
+    return lax.concatenate([first, lax.slice_in_dim(flipped, 0, reset.shape[0] - 1)], 0)
 
 
 def carried_output(states: Any, stacked: bool) -> Array:

@@ -41,6 +41,12 @@ their initial states (see `CPU_CHUNK`).
 A reset is a zero coefficient: ``a_t = 0``, ``b_t = b_t + a_t h_init``, so a reset sequence
 is still one linear recurrence and stays parallel (in log space, where ``h_init`` may have
 any sign, the reset part is a second recurrence; see `solve`).
+
+With a symbolic time axis (`jax.export`, ONNX export through jax2onnx) the recurrence runs
+with the sequential solver (`jax.lax.associative_scan` needs a static length), a masked
+step's output is held by a scan instead of a `jax.lax.cummax` (which jax2onnx cannot lower
+over a symbolic axis), and the LRU's complex recurrence comes in (real, imaginary) pairs of
+real arrays (``LinearRecurrence.pairs``; ONNX runtimes have no complex arithmetic).
 """
 
 from __future__ import annotations
@@ -54,7 +60,14 @@ import jax.numpy as jnp
 from jax import lax
 
 from jaxrnn import _cells
-from jaxrnn._loop import LoopOptions, run_layerwise, segment_length, segmented
+from jaxrnn._loop import (
+    LoopOptions,
+    reset_where,
+    run_layerwise,
+    segment_length,
+    segmented,
+    static_size,
+)
 
 Array = jax.Array
 
@@ -65,15 +78,20 @@ class LinearRecurrence(NamedTuple):
     ``readout`` and ``final_states`` close over the cell's params and inputs.
     """
 
-    a: Array  # [T, B, N] coefficients a_t (log a_t when log_space), real or complex;
+    # Each of a, b, h0 and the h of readout, final_states and encode is an array, or with
+    # `pairs` a (real, imaginary) pair of real arrays of that shape.
+    a: Any  # [T, B, N] coefficients a_t (log a_t when log_space), real or complex;
     # or [1, B or 1, N]: the same for every step (the LRU's lambda; a mask broadcasts it)
-    b: Array  # [T, B, N] input terms b_t (log b_t when log_space), same dtype as a
-    h0: Array  # [B, N] the state before the first step (any sign, also in log space)
-    readout: Callable[[Array], Array]  # h [T, B, N] -> outputs [T, B, H], right at real steps
-    final_states: Callable[[Array, Array], Any]  # (h_T [B, N], output_T [B, H]) -> states
-    encode: Callable[[Any], Array]  # the cell's states -> h [B, N], as h0 was made
+    b: Any  # [T, B, N] input terms b_t (log b_t when log_space), same dtype as a
+    h0: Any  # [B, N] the state before the first step (any sign, also in log space)
+    readout: Callable[[Any], Array]  # h [T, B, N] -> outputs [T, B, H], right at real steps
+    final_states: Callable[[Any, Array], Any]  # (h_T [B, N], output_T [B, H]) -> states
+    encode: Callable[[Any], Any]  # the cell's states -> h [B, N], as h0 was made
     log_space: bool = False  # a, b hold log a_t (<= 0), log b_t (b_t > 0)
     readout_is_state: bool = True  # outputs at masked steps already equal the carried output
+    # A complex recurrence in real arithmetic (no complex dtype anywhere), solved by
+    # `solve_pairs`; the LRU's form when T is symbolic.
+    pairs: bool = False
 
 
 def supports(cell: Any) -> bool:
@@ -233,8 +251,9 @@ def _log_zero(dtype) -> Array:
 
 
 def solve(rec: LinearRecurrence, mask: Array | None, reset: Array | None, h_reset: Any,
-          solver: str) -> Array:
-    """All states ``h_t`` [T, B, N] of `rec`, masked steps carrying the state over.
+          solver: str) -> Any:
+    """All states ``h_t`` [T, B, N] of `rec` (a pair of them for ``rec.pairs``), masked
+    steps carrying the state over.
 
     Args:
       rec: the recurrence (see `LinearRecurrence`).
@@ -244,6 +263,8 @@ def solve(rec: LinearRecurrence, mask: Array | None, reset: Array | None, h_rese
       h_reset: [B, N] the state a reset starts from (``rec.encode`` of the reset states).
       solver: ``"associative"`` or ``"sequential"``.
     """
+    if rec.pairs:
+        return solve_pairs(rec, mask, reset, h_reset)
     a, b = rec.a, rec.b
     if mask is not None:
         keep = mask[:, :, None]  # [T, B, 1]
@@ -267,6 +288,34 @@ def solve(rec: LinearRecurrence, mask: Array | None, reset: Array | None, h_rese
     return h + p * h_reset[None].astype(h.dtype)
 
 
+def solve_pairs(rec: LinearRecurrence, mask: Array | None, reset: Array | None,
+                h_reset: Any) -> tuple[Array, Array]:
+    """`solve` for a complex recurrence in (real, imaginary) pairs (``rec.pairs``).
+
+    One `jax.lax.scan` in real arithmetic, ``h_t = a_t h_{t-1} + b_t`` with the complex
+    product written out; a reset replaces the state before its step and a masked step keeps
+    it, inside the loop. JAX differentiates through the loop (no custom rule).
+
+    Returns:
+      ``(h_re, h_im)``: [T, B, N] each.
+    """
+    (a_re, a_im), b = rec.a, rec.b
+    per_step = a_re.shape[0] != 1  # else the same a at every step: not an input of the loop
+
+    def body(h, inp):
+        a_t, (b_re, b_im), m_t, r_t = inp
+        ar, ai = a_t if per_step else (a_re[0], a_im[0])
+        h = reset_where(r_t, h_reset, h)
+        h_re, h_im = h
+        new_re, new_im = ar * h_re - ai * h_im + b_re, ar * h_im + ai * h_re + b_im
+        if m_t is not None:
+            keep = m_t[:, None]  # [B, 1]
+            new_re, new_im = jnp.where(keep, new_re, h_re), jnp.where(keep, new_im, h_im)
+        return (new_re, new_im), (new_re, new_im)
+
+    return lax.scan(body, rec.h0, (rec.a if per_step else None, b, mask, reset))[1]
+
+
 def hold_last_real(y: Array, mask: Array, y0: Array, reset: Array | None = None,
                    y0_reset: Array | None = None) -> Array:
     """Replaces each masked step's output by the last real step's of the same segment, or the
@@ -279,6 +328,18 @@ def hold_last_real(y: Array, mask: Array, y0: Array, reset: Array | None = None,
       reset: [T, B] booleans, True where a segment starts, or None.
       y0_reset: [B, H] the output carried at the start of a reset segment.
     """
+    if static_size(y.shape[0]) is None:
+        # A symbolic T (jax.export, ONNX): carry the last real output through a scan, as
+        # jax2onnx cannot lower `lax.cummax` over a symbolic axis.
+        def body(held, inp):
+            y_t, m_t, r_t = inp
+            if r_t is not None:
+                assert y0_reset is not None
+                held = jnp.where(r_t[:, None], y0_reset.astype(held.dtype), held)
+            held = jnp.where(m_t[:, None], y_t, held)
+            return held, held
+
+        return lax.scan(body, y0.astype(y.dtype), (y, mask, reset))[1]
     steps = jnp.arange(y.shape[0], dtype=jnp.int32)[:, None]  # [T, 1]
     last = lax.cummax(jnp.where(mask, steps, -1), axis=0)  # [T, B]: last real step <= t
     index = jnp.broadcast_to(jnp.maximum(last, 0)[:, :, None], y.shape)
@@ -311,7 +372,7 @@ def run_cell(cell: Any, params: Any, states: Any, xs: Array, mask: Array | None,
     if mask is not None and not rec.readout_is_state:
         y = hold_last_real(y, mask, states[0], reset,
                            None if reset is None else reset_states[0])
-    final = rec.final_states(h[-1], y[-1])
+    final = rec.final_states(jax.tree.map(lambda v: v[-1], h), y[-1])
     return y, _cells.restructure(final, states, type(cell).__name__)
 
 
@@ -340,15 +401,18 @@ def parallel_rnn(cell: Any, params: Any, states: Any, xs: Array, mask: Array | N
         the step, or None.
       reset_states: states like `states` (used only with `reset`).
       dropout: what `jaxrnn._cells.make_dropout` returned for `cell`.
-      opts: the loop's options: ``opts.solver`` solves the recurrence; ``opts.remat``
-        (None: chunks of `CPU_CHUNK` steps with the sequential solver) cuts the sequence
-        into rematerialised chunks. ``opts.unroll`` has no loop to apply to.
+      opts: the loop's options: ``opts.solver`` solves the recurrence (the sequential one
+        when T is symbolic); ``opts.remat`` (None: chunks of `CPU_CHUNK` steps with the
+        sequential solver) cuts the sequence into rematerialised chunks. ``opts.unroll``
+        has no loop to apply to.
 
     Returns:
       ``(outputs, final_states)``: outputs [T, B, H] in processing order when
       `return_sequences`, else [B, H]; final states with the structure of `states`.
     """
-    solver = opts.solver
+    # jax.lax.associative_scan cannot run over an axis of symbolic length: jax.export and
+    # ONNX export with a symbolic T take the sequential solver.
+    solver = opts.solver if static_size(xs.shape[0]) is not None else "sequential"
     auto = CPU_CHUNK if solver == "sequential" else None
 
     def run_one(c, p, s, x, mask, reset, rs, d, seq):

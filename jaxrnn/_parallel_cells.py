@@ -26,6 +26,7 @@ import jax.numpy as jnp
 
 from jaxrnn import _cells, _registry
 from jaxrnn._cells import Cell, Initializer, RNNCellBase
+from jaxrnn._loop import static_size
 from jaxrnn._parallel import LinearRecurrence
 
 Array = jax.Array
@@ -479,15 +480,21 @@ class LRUCell(Cell):
                           log_space=False) -> LinearRecurrence:
         """``a_t = lambda``, ``b_t = gamma * (x_t @ B)`` (complex) for xs [T, B, F].
 
-        There is no log-space form (the terms are complex); `log_space` is ignored."""
+        There is no log-space form (the terms are complex); `log_space` is ignored. With a
+        symbolic T (`jax.export`, ONNX) the complex numbers come as (real, imaginary) pairs
+        of real arrays (``LinearRecurrence.pairs``): ONNX runtimes have no complex arithmetic,
+        and the jit path keeps the complex solver and its hand-written backward pass."""
         del log_space
         with jax.named_scope("LRUCell"):
             dtype = xs.dtype
             real = jnp.promote_types(dtype, jnp.float32)  # no complex half precision
+            pairs = static_size(xs.shape[0]) is None
+            make = (lambda re, im: (re, im)) if pairs else jax.lax.complex
+            parts = (lambda h: h) if pairs else (lambda h: (jnp.real(h), jnp.imag(h)))
             params = jax.tree.map(lambda p: p.astype(real), params)
             x = self._drop(xs, dropout).astype(real)
             lam_re, lam_im = self._eigenvalues(params)
-            a = jax.lax.complex(lam_re, lam_im)[None, None, :]  # [1, 1, N]: every step's
+            a = make(lam_re[None, None, :], lam_im[None, None, :])  # [1, 1, N]: every step's
             # gamma * (x @ B) as one real product with B's real and imaginary columns
             # interleaved: its [T, B, 2N] result is read pairwise into complex numbers.
             # (`step` keeps `_input_terms`/`_output`: at one step's [B, *] size their
@@ -496,24 +503,24 @@ class LRUCell(Cell):
             gamma = jnp.exp(params["gamma_log"])[None, None, :]
             b_int = jnp.stack([params["B_re"], params["B_im"]], axis=-1).reshape(-1, 2 * n)
             bu = _cells.dense(x, b_int).reshape(x.shape[:-1] + (n, 2))
-            b = jax.lax.complex(bu[..., 0] * gamma, bu[..., 1] * gamma)  # [T, B, N]
+            b = make(bu[..., 0] * gamma, bu[..., 1] * gamma)  # [T, B, N]
 
             def encode(states):
                 _, h_re, h_im = states
-                return jax.lax.complex(h_re.astype(real), h_im.astype(real))
+                return make(h_re.astype(real), h_im.astype(real))
 
             # Re(h @ C) = [Re h, Im h] @ [C_re; -C_im], rows interleaved like h's memory.
             c_int = jnp.stack([params["C_re"], -params["C_im"]], axis=1).reshape(2 * n, -1)
 
             def readout(h):
-                h_int = jnp.stack([jnp.real(h), jnp.imag(h)], axis=-1)
-                y = _cells.dense(h_int.reshape(h.shape[:-1] + (2 * n,)), c_int)
+                h_int = jnp.stack(parts(h), axis=-1)
+                y = _cells.dense(h_int.reshape(h_int.shape[:-2] + (2 * n,)), c_int)
                 return (y + params["D"][None, None, :] * x).astype(dtype)
 
             def final_states(h, y):
-                return LRUState(y.astype(dtype), jnp.real(h).astype(dtype),
-                                jnp.imag(h).astype(dtype))
+                h_re, h_im = parts(h)
+                return LRUState(y.astype(dtype), h_re.astype(dtype), h_im.astype(dtype))
 
             return LinearRecurrence(a, b, encode(states), readout=readout,
                                     final_states=final_states, encode=encode,
-                                    readout_is_state=False)
+                                    readout_is_state=False, pairs=pairs)

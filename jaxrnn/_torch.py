@@ -8,6 +8,8 @@ The weight mapping, per layer ``k`` (``_reverse`` for the backward direction):
   [G*H, H] is ``recurrent_kernel`` [H, G*H] transposed.
 - LSTM: PyTorch's gate order i, f, g, o is Keras's i, f, c, o, and its two biases
   enter the same sum, so ``bias = b_ih + b_hh``. Same for `SimpleRNNCell`.
+- LSTM with ``proj_size=P``: ``weight_hr_l{k}`` [P, H] is ``projection`` [H, P] transposed
+  (and ``weight_hh_l{k}`` is [4H, P]); `LSTMCell(H, proj_size=P)` computes the same step.
 - GRU: PyTorch orders the gates r, z, n, Keras z, r, h, so the blocks are permuted.
   PyTorch computes ``n = tanh(W_in x + b_in + r * (W_hn h + b_hn))``: the reset gate
   applied after the recurrent matmul, which is Keras's ``reset_after=True`` with the
@@ -81,6 +83,9 @@ def _layer_params(module: Any, kind: str, k: int, suffix: str) -> tuple[Any, dic
     if kind == "gru":
         w_ih, w_hh = _permute_gates(w_ih, h, 0), _permute_gates(w_hh, h, 0)
     params = {"kernel": w_ih.T, "recurrent_kernel": w_hh.T}
+    proj = getattr(module, "proj_size", 0)
+    if proj:
+        params["projection"] = _to_jax(getattr(module, f"weight_hr_{name}")).T
     if module.bias:
         b_ih = _to_jax(getattr(module, f"bias_ih_{name}"))
         b_hh = _to_jax(getattr(module, f"bias_hh_{name}"))
@@ -90,7 +95,7 @@ def _layer_params(module: Any, kind: str, k: int, suffix: str) -> tuple[Any, dic
             params["bias"] = b_ih + b_hh
     cell: _cells.RNNCellBase
     if kind == "lstm":
-        cell = _cells.LSTMCell(h, use_bias=module.bias)
+        cell = _cells.LSTMCell(h, use_bias=module.bias, proj_size=proj)
     elif kind == "gru":
         cell = _cells.GRUCell(h, use_bias=module.bias, reset_after=True)
     else:
@@ -103,7 +108,8 @@ def from_torch(module: Any) -> tuple[Any, Any]:
 
     ``layer(params, x)`` returns what ``module(x)[0]`` returns, the output sequence (not
     ``h_n``), in the module's layout: [B, T, D*H] with ``batch_first=True``, else
-    [T, B, D*H] (the layer is ``time_major``), with D = 2 when bidirectional. PyTorch's
+    [T, B, D*H] (the layer is ``time_major``), with D = 2 when bidirectional (D*P for an
+    LSTM with ``proj_size=P``: its cells are `LSTMCell(H, proj_size=P)`). PyTorch's
     unbatched 2-D input has no counterpart: add a batch axis.
 
     - one layer: an `RNN` over the matching cell (``return_sequences=True``);
@@ -120,15 +126,15 @@ def from_torch(module: Any) -> tuple[Any, Any]:
     and several layers gets a warning.
 
     Args:
-      module: a ``torch.nn.RNN`` (``nonlinearity`` "tanh" or "relu"), ``torch.nn.LSTM`` or
-        ``torch.nn.GRU``; any ``num_layers``, ``bidirectional``, ``batch_first``, ``bias``.
+      module: a ``torch.nn.RNN`` (``nonlinearity`` "tanh" or "relu"), ``torch.nn.LSTM`` (any
+        ``proj_size``) or ``torch.nn.GRU``; any ``num_layers``, ``bidirectional``,
+        ``batch_first``, ``bias``.
 
     Returns:
       ``(layer, params)``; the params in the module's dtype.
 
     Raises:
       TypeError: `module` is not one of those modules.
-      ValueError: an LSTM with ``proj_size > 0`` (no jaxrnn counterpart).
 
     Example:
       >>> import torch, jax.numpy as jnp, jaxrnn as jr
@@ -138,11 +144,6 @@ def from_torch(module: Any) -> tuple[Any, Any]:
       (2, 5, 8)
     """
     kind = _kind(module)
-    if getattr(module, "proj_size", 0):
-        raise ValueError(
-            f"from_torch: LSTM with proj_size={module.proj_size} (a projected hidden state) has "
-            "no jaxrnn counterpart; only proj_size=0 converts."
-        )
     if module.dropout > 0 and module.num_layers > 1:
         warnings.warn(
             f"from_torch: the module's dropout={module.dropout} between layers is not carried "
@@ -231,11 +232,14 @@ def _torch_tensor(a: Any):
 
 
 def _torch_weights(kind: str, units: int, params: dict, use_bias: bool) -> dict:
-    """One direction of one layer: PyTorch's weight_ih, weight_hh, bias_ih, bias_hh."""
+    """One direction of one layer: PyTorch's weight_ih, weight_hh, bias_ih, bias_hh (and
+    weight_hr, projected LSTM)."""
     w_ih, w_hh = np.asarray(params["kernel"]).T, np.asarray(params["recurrent_kernel"]).T
     if kind == "GRU":
         w_ih, w_hh = _permute_gates(w_ih, units, 0), _permute_gates(w_hh, units, 0)
     out = {"weight_ih": w_ih, "weight_hh": w_hh}
+    if "projection" in params:
+        out["weight_hr"] = np.asarray(params["projection"]).T
     if use_bias:
         bias = np.asarray(params["bias"])
         if kind == "GRU":
@@ -252,7 +256,8 @@ def to_torch(layer: Any, params: Any) -> Any:
     The inverse of `from_torch`, for the layers PyTorch can represent: an `RNN` with
     ``return_sequences=True`` (and not ``return_state``/``stateful``) over a
     `LSTMCell`/`GRUCell` (``reset_after=True``)/`SimpleRNNCell` (tanh or relu), or a stack
-    of one kind of cell with equal units; a `Bidirectional` of such (merge ``"concat"``,
+    of one kind of cell with equal units (and equal ``proj_size``, which becomes the
+    module's); a `Bidirectional` of such (merge ``"concat"``,
     backward direction the same cells); or a `Sequential` of such `Bidirectional` layers.
     ``batch_first = not time_major``. The module is in eval mode, on the CPU, with the
     params' dtype. Masks have no module counterpart (use packed sequences in PyTorch).
@@ -321,17 +326,21 @@ def to_torch(layer: Any, params: Any) -> Any:
     (kind, nonlinearity), = kinds
     units = {c.units for c in cells}
     use_bias = {c.use_bias for c in cells}
-    if len(units) != 1 or len(use_bias) != 1:
-        raise _unsupported("all cells must have the same units and use_bias (PyTorch has one "
-                           f"hidden_size and one bias flag); got units {sorted(units)}, "
-                           f"use_bias {sorted(use_bias)}.")
-    (h,), (bias,) = units, use_bias
+    proj_sizes = {getattr(c, "proj_size", 0) for c in cells}
+    if len(units) != 1 or len(use_bias) != 1 or len(proj_sizes) != 1:
+        raise _unsupported("all cells must have the same units, use_bias and proj_size "
+                           "(PyTorch has one hidden_size, one bias flag and one proj_size); got "
+                           f"units {sorted(units)}, use_bias {sorted(use_bias)}, proj_size "
+                           f"{sorted(proj_sizes)}.")
+    (h,), (bias,), (proj,) = units, use_bias, proj_sizes
     input_size = int(np.shape(directions[0][0][1]["kernel"])[0])
     dtype = jnp.asarray(directions[0][0][1]["kernel"]).dtype
     kwargs = dict(input_size=input_size, hidden_size=h, num_layers=len(directions), bias=bias,
                   batch_first=not first.time_major, bidirectional=len(directions[0]) == 2)
     if kind == "RNN":
         kwargs["nonlinearity"] = nonlinearity
+    if proj:
+        kwargs["proj_size"] = proj
     module = getattr(torch.nn, kind)(**kwargs)
     state = {}
     for k, per_layer in enumerate(directions):

@@ -55,6 +55,18 @@ def test_bench_conv_writes_to_an_untracked_file_by_default(load):
     _assert_untracked(load("bench_conv")._parse([]).out)
 
 
+def test_bench_lstm_variants_writes_to_an_untracked_file_by_default(load):
+    _assert_untracked(load("bench_lstm_variants")._parse([]).out)
+
+
+def test_bench_onnx_writes_to_an_untracked_file_by_default(load):
+    bench = load("bench_onnx")
+    _assert_untracked(bench._parse([]).out)
+    row = {"case": "gru infer 1,2,3,4", "ratio": 2.0, "ratio_static": 1.5,
+           "impls": {n: {"median_ms": 1.0} for n in bench.IMPLS}}
+    assert "< 1: onnxruntime faster" in bench.table([row]).splitlines()[0]
+
+
 def test_run_table_says_which_ratio_is_better(load):
     run = load("run")
     result = {"label": "lstm train 1,2,3,4", "ratio": 0.5, "best_rival": "flax",

@@ -36,7 +36,8 @@ PYTHON = {"python", "py", "python3"}
 NOT_RUN = re.compile(r"^<!--\s*not run:(?P<reason>.*?)-->$")
 # Optional packages (the test extra installs them all): a block that needs a missing one is
 # skipped, and so is the reference entry of an adapter whose framework is missing.
-OPTIONAL = ("torch", "keras", "optax", "safetensors", "flax", "equinox")
+OPTIONAL = ("torch", "keras", "optax", "safetensors", "flax", "equinox", "jax2onnx",
+            "onnxruntime")
 # Keras's own ops broadcast by rank: a block that calls Keras runs with rank promotion
 # allowed; every other block runs under the suite's "raise".
 USES_KERAS = re.compile(r"\bkeras\.|^\s*import keras\b", re.M)

@@ -58,19 +58,31 @@ def test_export_symbolic_batch_and_time(name):
             np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)
 
 
-def test_export_training_step_symbolic_time():
-    """The gradient (the fused path's hand-written backward) exports too."""
-    layer = jr.GRU(4, return_sequences=True)
+GRAD_LAYERS = {
+    "gru": lambda: jr.GRU(4, return_sequences=True),
+    # a symbolic T selects the LRU's real (re, im) form, which JAX differentiates
+    "lru_backwards": lambda: jr.RNN(jr.LRUCell(F), return_sequences=True, go_backwards=True),
+    # associative_scan needs a static length: the sequential solver takes over
+    "mingru_associative": lambda: jr.RNN(jr.MinGRUCell(4), return_sequences=True,
+                                         solver="associative"),
+}
+
+
+@pytest.mark.parametrize("name", list(GRAD_LAYERS))
+def test_export_training_step_symbolic_time(name):
+    """The gradient exports too (the fused path's hand-written backward among them)."""
+    layer = GRAD_LAYERS[name]()
     params = layer.init(jax.random.key(0), (None, None, F))
 
-    def loss(params, x, mask):
-        return jnp.mean(layer(params, x, mask=mask) ** 2)
+    def loss(params, x, mask, reset):
+        return jnp.mean(layer(params, x, mask=mask, reset=reset) ** 2)
 
     t, = export.symbolic_shape("t")
     grad = jax.jit(jax.grad(loss))
     exported = export.export(grad)(params, jax.ShapeDtypeStruct((2, t, F), jnp.float32),
+                                   jax.ShapeDtypeStruct((2, t), bool),
                                    jax.ShapeDtypeStruct((2, t), bool))
-    x, mask, _ = _inputs(2, 7, 0)
-    for g, w in zip(jax.tree.leaves(exported.call(params, x, mask)),
-                    jax.tree.leaves(grad(params, x, mask)), strict=True):
+    x, mask, reset = _inputs(2, 7, 0)
+    for g, w in zip(jax.tree.leaves(exported.call(params, x, mask, reset)),
+                    jax.tree.leaves(grad(params, x, mask, reset)), strict=True):
         np.testing.assert_allclose(g, w, rtol=1e-5, atol=1e-6)

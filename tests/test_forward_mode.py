@@ -6,8 +6,9 @@ tangent loop for `jax.jvp`, and by the hand-written backward loop when `jax.grad
 it. Every case compares the default-engine layer with the same layer on the generic scan
 (``fused=False`` / ``parallel=False``) with masks (every kind of padding) and per-sample
 resets, tangents for the params, the inputs and the initial states, and both in one compiled
-function. Stacks put every core in one case: the three fused cores (LSTM, GRU with
-``reset_after`` True and False), or minGRU, minLSTM and the LRU with each solver.
+function. Stacks put every core in one case: the fused cores (LSTM, GRU with
+``reset_after`` True and False, the projected LSTM), or minGRU, minLSTM and the LRU with
+each solver.
 `jax.linearize` and `jax.jacfwd` (batched tangents) share the `jax.jvp` rule; they run on
 one cell of each engine, with second order. Shapes are tiny: compiling is the cost.
 """
@@ -39,7 +40,8 @@ def _parallel_stack():
 # name: (cell, the engine it takes, layer options)
 CASES = {
     "fused_stack": (lambda: jr.StackedRNNCells([jr.LSTMCell(H), jr.GRUCell(H),
-                                                jr.GRUCell(2, reset_after=False)]),
+                                                jr.GRUCell(2, reset_after=False),
+                                                jr.LSTMCell(H, proj_size=2)]),
                     "fused", {"go_backwards": True, "return_sequences": True}),
     # Only the last output: the last core keeps no per-step outputs.
     "gru_stack_last": (lambda: jr.StackedRNNCells([jr.GRUCell(H),
@@ -52,6 +54,7 @@ CASES = {
                              {"solver": "associative", "go_backwards": True,
                               "return_sequences": True}),
     "lstm": (lambda: jr.LSTMCell(H), "fused", {"return_sequences": False}),
+    "proj": (lambda: jr.LSTMCell(H, proj_size=2), "fused", {"return_sequences": False}),
     "minlstm": (lambda: jr.MinLSTMCell(H), "parallel",
                 {"solver": "associative", "go_backwards": True, "return_sequences": True}),
 }
@@ -102,7 +105,8 @@ def test_jvp_matches_generic_scan(name):
     _close(got, want)
 
 
-@pytest.mark.parametrize("name", ["lstm", "minlstm"])
+@pytest.mark.parametrize("name", ["lstm", "minlstm",
+                                  pytest.param("proj", marks=pytest.mark.slow)])
 def test_linearize_jacfwd_and_hessian(name):
     """`jax.linearize`, `jax.jacfwd` (wrt the inputs: B*T*F tangents at once) and
     `jax.hessian` (forward over reverse, through the tangent's implicit derivative, batched:

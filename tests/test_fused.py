@@ -16,6 +16,7 @@ import pytest
 import jaxrnn as jr
 from jaxrnn import _engines, _fused
 from jaxrnn._loop import LoopOptions
+from tests._reference import numpy_params
 from tests._sampling import sampled
 
 B, T, F, H = 5, 7, 4, 6
@@ -25,6 +26,9 @@ CELLS = {
     "gru": jr.GRUCell(H),
     "gru_before": jr.GRUCell(H, reset_after=False),
     "stack": jr.StackedRNNCells([jr.LSTMCell(H), jr.GRUCell(3, reset_after=False)]),
+    # PyTorch's projected LSTM: h [B, P], c [B, H]; stacked, each cell feeds P features up.
+    "proj": jr.LSTMCell(H, proj_size=2),
+    "proj_stack": jr.StackedRNNCells([jr.LSTMCell(H, proj_size=4), jr.LSTMCell(3, proj_size=1)]),
 }
 
 
@@ -95,6 +99,7 @@ def _compare(cell, mask=None, rng=None, x=None, init=None, rtol=2e-5, atol=2e-5,
 def test_supports():
     assert _fused.supports(jr.LSTMCell(4))
     assert _fused.supports(jr.GRUCell(4, reset_after=False))
+    assert _fused.supports(jr.LSTMCell(4, proj_size=2))
     assert _fused.supports(jr.StackedRNNCells([jr.LSTMCell(4), jr.GRUCell(3)]))
     assert not _fused.supports(jr.SimpleRNNCell(4))
     assert not _fused.supports(jr.StackedRNNCells([jr.LSTMCell(4), jr.SimpleRNNCell(3)]))
@@ -129,6 +134,8 @@ EQUIVALENCE = [(name, *flags) for name in sorted(CELLS) for flags in FLAG_SETS]
 _EQUIVALENCE_SAMPLE = [(name, *FLAG_SETS[i]) for name, extra in
                        (("gru", 0), ("gru_before", 3), ("lstm", 1), ("stack", 1))
                        for i in (extra, 2, 4)]
+# The projected LSTM's default case is `test_projected_lstm_with_everything`; its rows here
+# run under the slow marker.
 
 
 @pytest.mark.parametrize(
@@ -161,10 +168,13 @@ DROPOUT_CELLS = {
     # dropout only: one input mask shared by the gates; a stack draws one per cell
     "stack_shared": jr.StackedRNNCells([jr.LSTMCell(H, dropout=0.5),
                                         jr.GRUCell(3, dropout=0.5, reset_after=False)]),
+    # recurrent dropout masks the projected h: [4, B, P] masks
+    "proj": jr.LSTMCell(H, dropout=0.3, recurrent_dropout=0.4, proj_size=3),
 }
 
 
-@pytest.mark.parametrize("name", sorted(DROPOUT_CELLS))
+@pytest.mark.parametrize("name", [n if n != "proj" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in sorted(DROPOUT_CELLS)])
 def test_dropout_and_recurrent_dropout(name):
     _compare(DROPOUT_CELLS[name], MASKS["mixed"], rng=jax.random.key(7), return_sequences=True,
              go_backwards=True)
@@ -202,10 +212,42 @@ def test_any_activation(cell):
     _compare(cell, MASKS["mixed"], return_sequences=True)
 
 
+def test_projected_lstm_with_everything():
+    """proj_size > 0 on the fused path equals the generic scan with many features at once:
+    a learned initial state, per-sample resets, every kind of mask padding, input dropout
+    and go_backwards; outputs, final states and the gradients of params (the projection and
+    the learned state included) and inputs. (Recurrent dropout, checkpointed segments,
+    second order and the flag matrix: the slow "proj" cases above and below.)"""
+    cell = jr.LSTMCell(H, proj_size=2, dropout=0.2)
+    layer = jr.RNN(cell, return_sequences=True, return_state=True, go_backwards=True,
+                   learn_initial_state=True)
+    generic = dataclasses.replace(layer, fused=False)
+    x, mask = _x(), MASKS["mixed"]
+    reset = jnp.zeros((B, T), bool).at[0, 3].set(True).at[3, 4].set(True).at[1, 1].set(True)
+    params = numpy_params(layer, (B, T, F))
+    params["initial_state"] = jax.tree.map(lambda s: s + 0.3, params["initial_state"])
+    assert params["cell"]["projection"].shape == (H, 2)
+    assert params["initial_state"].h.shape == (1, 2)
+
+    def run(layer, p, x):
+        out = layer(p, x, mask=mask, reset=reset, training=True, rng=jax.random.key(3))
+        return sum(jnp.sum(jnp.sin(a) * (k + 1)) for k, a in enumerate(out)), out
+
+    got = jax.jit(jax.value_and_grad(lambda *a: run(layer, *a), (0, 1), has_aux=True))
+    want = jax.jit(jax.value_and_grad(lambda *a: run(generic, *a), (0, 1), has_aux=True))
+    (v1, out1), g1 = got(params, x)
+    (v0, out0), g0 = want(params, x)
+    assert [a.shape for a in out1] == [(B, T, 2), (B, 2), (B, H)]
+    _assert_trees_close(out1, out0)
+    _assert_trees_close(g1, g0)
+    np.testing.assert_allclose(v1, v0, rtol=2e-5)
+
+
 # ----------------------------------------------------------------------------- second order
 
 
-@pytest.mark.parametrize("name", ["lstm", "gru", "gru_before"])
+@pytest.mark.parametrize("name", ["lstm", "gru", "gru_before",
+                                  pytest.param("proj", marks=pytest.mark.slow)])
 def test_jvp_of_grad(name):
     cell = CELLS[name]
     x, mask, init = _x(), MASKS["mixed"], list(_random_state(cell))
@@ -250,7 +292,8 @@ def test_bf16_compute_f32_params(name):
 # ----------------------------------------------------------------------------- memory
 
 
-@pytest.mark.parametrize("name", ["lstm", "stack"])
+@pytest.mark.parametrize("name", ["lstm", "stack",
+                                  pytest.param("proj_stack", marks=pytest.mark.slow)])
 def test_remat_segments_match(name):
     """Checkpointed segments (with a shorter last one) give the same values and grads."""
     cell = CELLS[name]

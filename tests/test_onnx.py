@@ -1,10 +1,11 @@
 """ONNX through jax2onnx: layers export with a dynamic batch and time axis (masks and resets as
-bool inputs), and onnxruntime reproduces the JAX outputs at several (B, T).
+bool inputs), and onnxruntime reproduces the JAX outputs within 1e-5 at several (B, T).
 
-Exported today: LSTM, GRU (both variants), SimpleRNN, minGRU, minLSTM and stacks of them
-(`Sequential`), running forwards. Not yet: `go_backwards` (jax2onnx loses the symbolic time
-axis of a reversed sequence), hence `Bidirectional`, and the LRU (jax2onnx has no complex
-numbers); see the Deploying guide.
+The matrix: every cell (LSTM, GRU in both variants, SimpleRNN, minGRU, minLSTM, LRU) running
+forwards, backwards (``go_backwards``) and both ways (`Bidirectional`), with and without mask
+and reset inputs; then stacks, last outputs, returned states and initial states. A sample
+runs by default, the rest is marked slow: the first export in a process costs about 14 s of
+CPU (jax2onnx imports all its plugins), and each case about 3 s more.
 """
 
 import jax
@@ -13,45 +14,112 @@ import numpy as np
 import pytest
 
 import jaxrnn as jr
+from tests._sampling import sampled
 
 jax2onnx = pytest.importorskip("jax2onnx", reason="ONNX export needs jaxrnn[onnx] (jax2onnx)")
 ort = pytest.importorskip("onnxruntime", reason="ONNX tests need jaxrnn[onnx] (onnxruntime)")
 
 F = 3
-LAYERS = {
-    "lstm": lambda: jr.LSTM(4, return_sequences=True),
-    "gru": lambda: jr.GRU(4),
-    "gru_v1": lambda: jr.GRU(4, reset_after=False, return_sequences=True),
-    "simple": lambda: jr.SimpleRNN(4, return_sequences=True),
-    "minlstm": lambda: jr.RNN(jr.MinLSTMCell(4), return_sequences=True),
-    "stack": lambda: jr.Sequential([jr.GRU(4, return_sequences=True),
-                                    jr.RNN(jr.MinGRUCell(3))]),
+SHAPES = [(2, 5), (3, 1), (1, 7)]  # (B, T): the exported model is the same for all
+CELLS = {
+    "lstm": lambda **kw: jr.LSTM(4, **kw),
+    "gru": lambda **kw: jr.GRU(4, **kw),
+    "gru_v1": lambda **kw: jr.GRU(4, reset_after=False, **kw),
+    "simple": lambda **kw: jr.SimpleRNN(4, **kw),
+    "mingru": lambda **kw: jr.RNN(jr.MinGRUCell(4), **kw),
+    "minlstm": lambda **kw: jr.RNN(jr.MinLSTMCell(4), **kw),
+    "lru": lambda **kw: jr.RNN(jr.LRUCell(F, state_dim=5), **kw),  # as many units as inputs
+}
+DIRECTIONS = ("forward", "backward", "bidirectional")
+INPUTS = ("mask+reset", "plain")
+ROWS = [(c, d, i) for c in CELLS for d in DIRECTIONS for i in INPUTS]
+DEFAULT = [("lstm", "bidirectional", "mask+reset"), ("gru_v1", "backward", "mask+reset"),
+           ("simple", "backward", "mask+reset"), ("minlstm", "bidirectional", "mask+reset"),
+           ("lru", "backward", "mask+reset")]
+
+
+def _session(fn, specs):
+    model = jax2onnx.to_onnx(fn, specs)
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # onnxruntime's notes on unused initializers
+    session = ort.InferenceSession(model.SerializeToString(), options)
+    return session, [i.name for i in session.get_inputs()]
+
+
+def _check(fn, kinds, extra=()):
+    """Exports ``fn(x, *inputs)`` with symbolic B and T and compares onnxruntime with JAX.
+
+    `kinds`: the [B, T] bool inputs after x, a string of "m" (mask) and "r" (reset);
+    `extra`: widths of [B, width] float inputs after those (initial states).
+    """
+    b, t = jax.export.symbolic_shape("B, T")
+    specs = ([jax.ShapeDtypeStruct((b, t, F), jnp.float32)]
+             + [jax.ShapeDtypeStruct((b, t), jnp.bool_) for _ in kinds]
+             + [jax.ShapeDtypeStruct((b, w), jnp.float32) for w in extra])
+    session, names = _session(fn, specs)
+    reference = jax.jit(fn)
+    rng = np.random.default_rng(0)
+    for bb, tt in SHAPES:
+        args = [rng.normal(size=(bb, tt, F)).astype(np.float32)]
+        for kind in kinds:
+            if kind == "m":  # some padding, and a sample whose last step is padding
+                mask = rng.random((bb, tt)) < 0.7
+                mask[0, -1] = False
+                args.append(mask)
+            else:
+                args.append(rng.random((bb, tt)) < 0.3)
+        args += [rng.normal(size=(bb, w)).astype(np.float32) for w in extra]
+        got = session.run(None, dict(zip(names, args)))
+        want = jax.tree.leaves(reference(*args))
+        assert len(got) == len(want)
+        for g, w in zip(got, want):
+            assert g.shape == w.shape, (bb, tt, g.shape, w.shape)
+            np.testing.assert_allclose(g, np.asarray(w), rtol=1e-5, atol=1e-5,
+                                       err_msg=f"at (B, T) = {(bb, tt)}")
+
+
+@pytest.mark.parametrize(("cell", "direction", "inputs"),
+                         sampled(ROWS, ["-".join(r) for r in ROWS], sample=DEFAULT))
+def test_onnxruntime_matches_jax(cell, direction, inputs):
+    kw = {"return_sequences": True}
+    if direction == "bidirectional":
+        layer = jr.Bidirectional(CELLS[cell](**kw))
+    else:
+        layer = CELLS[cell](go_backwards=direction == "backward", **kw)
+    params = layer.init(jax.random.key(0), (None, None, F))
+    if inputs == "plain":
+        _check(lambda x: layer(params, x), "")
+    else:
+        _check(lambda x, mask, reset: layer(params, x, mask=mask, reset=reset), "mr")
+
+
+LAYERS = {  # what a layer returns, and stacks
+    "stack": lambda: jr.Sequential([jr.Bidirectional(jr.GRU(4, return_sequences=True)),
+                                    jr.RNN(jr.MinGRUCell(3), go_backwards=True)]),
+    "stack_lru": lambda: jr.Sequential([
+        jr.RNN(jr.MinLSTMCell(F), return_sequences=True),
+        jr.Bidirectional(jr.RNN(jr.LRUCell(F), return_sequences=True), merge_mode="ave")]),
+    "gru_states": lambda: jr.GRU(4, go_backwards=True, return_state=True),
+    "bidirectional_states": lambda: jr.Bidirectional(jr.LSTM(4, return_state=True),
+                                                     merge_mode="sum"),
+    "lru_states": lambda: jr.RNN(jr.LRUCell(F), go_backwards=True, return_state=True),
+    "zero_output_for_mask": lambda: jr.RNN(jr.MinGRUCell(4), return_sequences=True,
+                                           go_backwards=True, zero_output_for_mask=True),
 }
 
 
-@pytest.mark.parametrize("name", list(LAYERS))
-def test_onnxruntime_matches_jax(name):
+@pytest.mark.parametrize("name", [n if n == "stack" else pytest.param(n, marks=pytest.mark.slow)
+                                  for n in LAYERS])
+def test_layers_and_outputs(name):
     layer = LAYERS[name]()
-    params = layer.init(jax.random.key(0), (None, None, F))
+    params = layer.init(jax.random.key(1), (None, None, F))
+    _check(lambda x, mask, reset: layer(params, x, mask=mask, reset=reset), "mr")
 
-    def fn(x, mask, reset):
-        return layer(params, x, mask=mask, reset=reset)
 
-    b, t = jax.export.symbolic_shape("B, T")
-    model = jax2onnx.to_onnx(fn, [jax.ShapeDtypeStruct((b, t, F), jnp.float32),
-                                  jax.ShapeDtypeStruct((b, t), jnp.bool_),
-                                  jax.ShapeDtypeStruct((b, t), jnp.bool_)])
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
-    session = ort.InferenceSession(model.SerializeToString(), options)
-    names = [i.name for i in session.get_inputs()]
-    rng = np.random.default_rng(0)
-    for bb, tt in [(2, 5), (3, 11), (1, 1)]:
-        x = rng.normal(size=(bb, tt, F)).astype(np.float32)
-        mask = np.ones((bb, tt), bool)
-        mask[0, -1] = False
-        reset = rng.random((bb, tt)) < 0.3
-        got = session.run(None, dict(zip(names, (x, mask, reset))))
-        want = jax.tree.leaves(fn(x, mask, reset))
-        for g, w in zip(got, want, strict=True):
-            np.testing.assert_allclose(g, np.asarray(w), rtol=1e-5, atol=1e-5)
+@pytest.mark.slow
+@pytest.mark.parametrize("go_backwards", [False, True])
+def test_initial_state_as_input(go_backwards):
+    layer = jr.LSTM(4, return_sequences=True, go_backwards=go_backwards)
+    params = layer.init(jax.random.key(2), (None, None, F))
+    _check(lambda x, reset, h, c: layer(params, x, reset=reset, initial_state=[h, c]), "r",
+           extra=(4, 4))

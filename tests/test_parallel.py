@@ -477,6 +477,38 @@ def test_linear_scan_step_invariant_a(solver, a_shape, t):
     _close(got[1:], want[1:])
 
 
+
+@pytest.mark.parametrize("a_shape", [(1, 1, 3), (T, B, 3)])
+def test_solve_pairs_equals_the_complex_solve(a_shape):
+    """The (real, imaginary) form that a symbolic T selects for ONNX export solves the same
+    complex recurrence, masks and resets included, with the same gradient."""
+    k = jax.random.split(jax.random.key(14), 6)
+    a = jax.lax.complex(jax.random.uniform(k[0], a_shape, minval=0.2, maxval=0.9),
+                        jax.random.uniform(k[1], a_shape, minval=-0.3, maxval=0.3))
+    b, h0, h_reset = (jax.lax.complex(*jax.random.normal(kk, (2, *shape)))
+                      for kk, shape in zip(k[2:], [(T, B, 3), (B, 3), (B, 3)]))
+    mask = _mask().T  # [T, B]
+    reset = jnp.zeros((T, B), bool).at[0, 1].set(True).at[2, 0].set(True).at[4, 3].set(True)
+
+    def split(z):
+        return jnp.real(z), jnp.imag(z)
+
+    def solve(a, b, h0, h_reset, pairs):
+        if pairs:
+            rec = _parallel.LinearRecurrence(split(a), split(b), split(h0), None, None, None,
+                                             pairs=True)
+            return jax.lax.complex(*_parallel.solve(rec, mask, reset, split(h_reset), "sequential"))
+        rec = _parallel.LinearRecurrence(a, b, h0, None, None, None)
+        return _parallel.solve(rec, mask, reset, h_reset, "sequential")
+
+    def loss(*args):
+        return jnp.sum(jnp.abs(solve(*args)) ** 2 * jnp.arange(1.0, T + 1.0)[:, None, None])
+
+    args = (a, b, h0, h_reset)
+    _close(solve(*args, True), solve(*args, False))
+    _close(jax.grad(loss, (0, 1, 2, 3))(*args, True), jax.grad(loss, (0, 1, 2, 3))(*args, False))
+
+
 # ----------------------------------------------------------------------------- config, errors
 
 

@@ -1,6 +1,7 @@
-"""from_torch / to_torch: PyTorch's RNN, LSTM and GRU against their jaxrnn conversions,
-over the whole matrix of kind x num_layers x bidirectional x batch_first x bias."""
+"""from_torch / to_torch: PyTorch's RNN, LSTM (projected too) and GRU against their jaxrnn
+conversions, over the whole matrix of kind x num_layers x bidirectional x batch_first x bias."""
 
+import dataclasses
 import itertools
 import warnings
 
@@ -11,13 +12,18 @@ import pytest
 
 import jaxrnn as jr
 from jaxrnn._torch import from_torch, to_torch
+from tests._sampling import sampled
 
 torch = pytest.importorskip("torch")
+# PyTorch's own notice that its oneDNN kernel lacks projections (it computes them anyway).
+pytestmark = pytest.mark.filterwarnings("ignore:LSTM with projections is not supported")
 
 B, T, F, H = 2, 5, 3, 4
+P = 2  # proj_size
 ATOL = 1e-5
 KINDS = {
     "lstm": lambda **kw: torch.nn.LSTM(F, H, **kw),
+    "lstm_proj": lambda **kw: torch.nn.LSTM(F, H, proj_size=P, **kw),
     "gru": lambda **kw: torch.nn.GRU(F, H, **kw),
     "rnn_tanh": lambda **kw: torch.nn.RNN(F, H, nonlinearity="tanh", **kw),
     "rnn_relu": lambda **kw: torch.nn.RNN(F, H, nonlinearity="relu", **kw),
@@ -27,6 +33,9 @@ KINDS = {
 _FLAGS = list(itertools.product((False, True), (False, True)))
 MATRIX = [(kind, layers, bi, *_FLAGS[i % 4]) for i, (kind, layers, bi) in
           enumerate(itertools.product(KINDS, (1, 2), (False, True)))]
+# The projected LSTM by default with two bidirectional layers (a Sequential): its other rows
+# run under the slow marker.
+_DEFAULT = [r for r in MATRIX if r[0] != "lstm_proj" or r[1:3] == (2, True)]
 
 
 def _module(kind, seed=0, **kw):
@@ -48,8 +57,8 @@ def _torch_out(module, x):
         return module(torch.from_numpy(x))[0].numpy()
 
 
-@pytest.mark.parametrize("kind,layers,bi,batch_first,bias", MATRIX,
-                         ids=["-".join(map(str, p)) for p in MATRIX])
+@pytest.mark.parametrize("kind,layers,bi,batch_first,bias",
+                         sampled(MATRIX, ["-".join(map(str, p)) for p in MATRIX], _DEFAULT))
 def test_same_outputs(kind, layers, bi, batch_first, bias):
     module = _module(kind, num_layers=layers, bidirectional=bi, batch_first=batch_first,
                      bias=bias)
@@ -57,7 +66,9 @@ def test_same_outputs(kind, layers, bi, batch_first, bias):
     layer, params = from_torch(module)
     got = np.asarray(layer(params, jnp.asarray(x)))
     want = _torch_out(module, x)
-    assert got.shape == want.shape == ((B, T) if batch_first else (T, B)) + ((2 if bi else 1) * H,)
+    size = P if kind == "lstm_proj" else H
+    assert got.shape == want.shape == ((B, T) if batch_first else (T, B)) + ((2 if bi else 1) *
+                                                                             size,)
     np.testing.assert_allclose(got, want, atol=ATOL, rtol=ATOL)
 
     # to_torch inverts it: the same module weights, and the module computes the layer.
@@ -87,6 +98,42 @@ def test_layer_structure():
     bi, params = from_torch(_module("gru", bidirectional=True, bias=False))
     assert isinstance(bi, jr.Bidirectional) and set(params) == {"forward", "backward"}
     assert "bias" not in params["forward"] and not bi.layer.cell.use_bias
+
+
+@pytest.mark.parametrize("bi", [False, True])
+def test_projected_lstm_final_states_and_initial_states(bi):
+    """nn.LSTM(proj_size=P) with given (h_0, c_0): the output and (h_n, c_n) equal the
+    converted layer's, called with return_state and the same initial states (h [B, P],
+    c [B, H]); ``weight_hr`` [P, H] is ``projection`` [H, P] transposed."""
+    layers = 1 if bi else 2
+    module = _module("lstm_proj", num_layers=layers, bidirectional=bi, batch_first=True)
+    x = _x(True, seed=2)
+    rng = np.random.default_rng(3)
+    d = 2 if bi else 1
+    h0 = rng.normal(size=(layers * d, B, P)).astype(np.float32)
+    c0 = rng.normal(size=(layers * d, B, H)).astype(np.float32)
+    with torch.no_grad():
+        y, (hn, cn) = module(torch.from_numpy(x), (torch.from_numpy(h0), torch.from_numpy(c0)))
+    layer, params = from_torch(module)
+    if bi:  # (merged, *forward states, *backward states)
+        layer = dataclasses.replace(layer, layer=dataclasses.replace(layer.layer,
+                                                                     return_state=True))
+        got_y, *states = layer(params, jnp.asarray(x), initial_state=[h0[0], c0[0], h0[1],
+                                                                      c0[1]])
+        got_h, got_c = states[0::2], states[1::2]
+        np.testing.assert_array_equal(params["forward"]["projection"],
+                                      module.weight_hr_l0.detach().numpy().T)
+    else:  # (output, *per-cell states)
+        layer = dataclasses.replace(layer, return_state=True)
+        got_y, *states = layer(params, jnp.asarray(x),
+                               initial_state=[(h0[k], c0[k]) for k in range(layers)])
+        got_h, got_c = [s.h for s in states], [s.c for s in states]
+        assert params[1]["kernel"].shape == (P, 4 * H)
+    first = params["forward"] if bi else params[0]
+    assert first["projection"].shape == (H, P) and first["recurrent_kernel"].shape == (P, 4 * H)
+    np.testing.assert_allclose(got_y, y.numpy(), atol=ATOL, rtol=ATOL)
+    np.testing.assert_allclose(np.stack(got_h), hn.numpy(), atol=ATOL, rtol=ATOL)
+    np.testing.assert_allclose(np.stack(got_c), cn.numpy(), atol=ATOL, rtol=ATOL)
 
 
 def test_gru_gate_mapping():
@@ -131,8 +178,6 @@ def test_dtypes_carry_over():
 
 
 def test_unsupported_modules_are_clear_errors():
-    with pytest.raises(ValueError, match="proj_size=2.*no jaxrnn counterpart"):
-        from_torch(torch.nn.LSTM(F, H, proj_size=2))
     with pytest.raises(TypeError, match="expected torch.nn.RNN, torch.nn.LSTM or torch.nn.GRU"):
         from_torch(torch.nn.Linear(F, H))
     with pytest.raises(TypeError, match="LSTMCell is a single-step cell"):
@@ -162,4 +207,6 @@ def test_to_torch_unrepresentable_is_a_clear_error():
     check(jr.LSTM(H, dropout=0.1, return_sequences=True), "dropout")
     check(jr.RNN([jr.LSTMCell(H), jr.GRUCell(H)], return_sequences=True), "one kind")
     check(jr.RNN([jr.LSTMCell(H), jr.LSTMCell(H + 1)], return_sequences=True), "same units")
+    check(jr.RNN([jr.LSTMCell(H, proj_size=2), jr.LSTMCell(H, proj_size=1)],
+                 return_sequences=True), r"proj_size \[1, 2\]")
     check(jr.Bidirectional(jr.GRU(H, return_sequences=True), merge_mode="sum"), "concat")
