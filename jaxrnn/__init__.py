@@ -11,6 +11,10 @@ from jaxrnn._cells import LSTMState as LSTMState
 from jaxrnn._cells import RNNCellBase as RNNCellBase
 from jaxrnn._cells import SimpleRNNCell as SimpleRNNCell
 from jaxrnn._cells import StackedRNNCells as StackedRNNCells
+from jaxrnn._conv import ConvLSTM1D as ConvLSTM1D
+from jaxrnn._conv import ConvLSTM2D as ConvLSTM2D
+from jaxrnn._conv import ConvLSTM3D as ConvLSTM3D
+from jaxrnn._conv import ConvLSTMCell as ConvLSTMCell
 from jaxrnn._io import load as load
 from jaxrnn._io import save as save
 from jaxrnn._keras import from_keras as from_keras
@@ -42,6 +46,10 @@ __version__ = "0.1.0"
 __all__ = [
     "Bidirectional",
     "Cell",
+    "ConvLSTM1D",
+    "ConvLSTM2D",
+    "ConvLSTM3D",
+    "ConvLSTMCell",
     "GRU",
     "GRUCell",
     "LSTM",

@@ -51,6 +51,10 @@ def make_params(layer: Any, input_shape: Sequence[int | None] | None, params: An
     f = None
     if input_shape is not None:
         f = tuple(input_shape)[-1]
+        first = layer.layers[0] if isinstance(layer, Sequential) else layer
+        first = first.forward if isinstance(first, Bidirectional) else first
+        if _cells.input_rank(first.cell) > 1:  # a ConvLSTM: its channels, either layout
+            f = first._input_dim(tuple(input_shape)[2:])
     layer.check_params(params, f)
     return params
 

@@ -111,10 +111,39 @@ def _initialize(spec: Initializer, key: Array, shape: tuple[int, ...], dtype) ->
     return init(key, shape, dtype)
 
 
-def initial_state_of(cell: Any, batch_size: int, dtype=jnp.float32) -> Any:
-    """A cell's zero state, from ``get_initial_state`` or else from ``state_size``."""
+def output_size_of(cell: Any) -> int:
+    """A cell's output width: its ``output_size``, else its (first) state size."""
+    size = getattr(cell, "output_size", None)
+    if size is None:
+        size = cell.state_size if isinstance(cell.state_size, int) else cell.state_size[0]
+    return size
+
+
+def input_rank(cell: Any) -> int:
+    """The axes of one step's inputs, batch excluded: 1 ([F]) unless the cell declares
+    ``input_rank`` (a ConvLSTM's steps are feature maps, [*spatial, C])."""
+    return getattr(cell, "input_rank", 1)
+
+
+def input_dim_of(cell: Any, step_shape: tuple) -> Any:
+    """The input width F (a ConvLSTM's channels) of steps of `step_shape` (batch excluded),
+    checked by the cell when it has spatial inputs; else ``step_shape[-1]``."""
+    if input_rank(cell) == 1:
+        return step_shape[-1]
+    return cell.input_dim_of(step_shape)
+
+
+def initial_state_of(cell: Any, batch_size: int, dtype=jnp.float32,
+                     step_shape: tuple | None = None) -> Any:
+    """A cell's zero state, from ``get_initial_state`` or else from ``state_size``.
+
+    `step_shape` (one step's input shape, batch excluded) reaches only cells with spatial
+    inputs (``input_rank > 1``), whose states' shape depends on the inputs'.
+    """
     get = getattr(cell, "get_initial_state", None)
     if get is not None:
+        if input_rank(cell) > 1:
+            return get(batch_size, dtype=dtype, step_shape=step_shape)
         return get(batch_size, dtype=dtype)
     size = cell.state_size
     if isinstance(size, int):
@@ -150,14 +179,19 @@ def is_stack(cell: Any) -> bool:
 
 
 def make_dropout(cell: Any, rng: Array | None, training: bool, batch_size: int,
-                 input_dim: int, dtype) -> Any:
+                 input_dim: int, dtype, step_shape: tuple | None = None) -> Any:
     """What a cell needs for dropout over one sequence, drawn once before the loop.
 
-    For jaxrnn's cells: their masks (``None`` when not training). For other cells:
+    For jaxrnn's cells: their masks (``None`` when not training); a cell with spatial
+    inputs also gets `step_shape`, one step's input shape. For other cells:
     ``(training, rng)``, the same `rng` passed at every step, so a cell that draws its mask
     from `rng` gets the same mask at every step (Keras's variational dropout).
     """
     if isinstance(cell, (Cell, StackedRNNCells)):
+        if input_rank(cell) > 1:  # a ConvLSTM's masks are shaped like its feature maps
+            spatial_masks: Any = cell.dropout_masks
+            return spatial_masks(rng, training, batch_size, input_dim, dtype,
+                                 step_shape=step_shape)
         return cell.dropout_masks(rng, training, batch_size, input_dim, dtype)
     return training, rng
 
@@ -797,6 +831,13 @@ class StackedRNNCells:
                     f"interface: no {missing}. A cell needs state_size, init(key, input_dim, "
                     "dtype) and __call__(params, inputs, states, *, training, rng)."
                 )
+            if input_rank(cell) != 1:
+                raise ValueError(
+                    f"StackedRNNCells: cells[{i}] ({type(cell).__name__}) takes feature maps, "
+                    "not [B, F] vectors, so it cannot be stacked cell by cell; stack its "
+                    "layers instead: jaxrnn.Sequential([jaxrnn.ConvLSTM2D(..., "
+                    "return_sequences=True), ...])."
+                )
         object.__setattr__(self, "cells", tuple(cells))
 
     @property
@@ -805,16 +846,12 @@ class StackedRNNCells:
 
     @property
     def output_size(self) -> int:
-        last = self.cells[-1]
-        size = getattr(last, "output_size", None)
-        if size is None:
-            size = last.state_size if isinstance(last.state_size, int) else last.state_size[0]
-        return size
+        return output_size_of(self.cells[-1])
 
     def _input_dims(self, input_dim: int) -> list[int]:
         dims = [input_dim]
         for cell in self.cells[:-1]:
-            dims.append(StackedRNNCells([cell]).output_size)
+            dims.append(output_size_of(cell))
         return dims
 
     def init(self, key: Array, input_dim: int, dtype=jnp.float32) -> list:
@@ -843,7 +880,7 @@ class StackedRNNCells:
                 except ValueError as e:
                     raise ValueError(f"StackedRNNCells: cells[{i}]: {e}") from None
                 first = got_dim if i == 0 else first
-            dim = StackedRNNCells([cell]).output_size
+            dim = output_size_of(cell)
         return first
 
     def get_initial_state(self, batch_size: int, dtype=jnp.float32) -> tuple:

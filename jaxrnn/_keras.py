@@ -17,7 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrnn import _cells, _layers, _resolve
+from jaxrnn import _cells, _conv, _layers, _resolve
 
 # Keras's RNN flags that jaxrnn's RNN has under the same name and meaning.
 _RNN_FLAGS = ("return_sequences", "return_state", "go_backwards", "stateful", "unroll",
@@ -69,17 +69,50 @@ def _weight(variable: Any) -> jnp.ndarray:
     return jnp.asarray(np.asarray(value), dtype=jnp.dtype(variable.dtype))
 
 
+def _is_conv_lstm_cell(keras_cell: Any) -> bool:
+    """Whether `keras_cell` is Keras's ConvLSTMCell (the cell of ConvLSTM1D/2D/3D), which
+    ``keras.layers`` does not export."""
+    return any(c.__name__ == "ConvLSTMCell" and c.__module__.startswith("keras")
+               for c in type(keras_cell).__mro__)
+
+
+def _conv_cell(keras_cell: Any, where: str) -> tuple[Any, dict]:
+    """A built Keras ConvLSTMCell as ``(jaxrnn.ConvLSTMCell, params)``."""
+    config = keras_cell.get_config()
+    kw: dict[str, Any] = {"rank": int(keras_cell.rank)}
+    for field in dataclasses.fields(_conv.ConvLSTMCell):
+        name = field.name
+        if name in ("rank", "conv_impl"):  # conv_impl: jaxrnn's own, the default
+            continue
+        if name.endswith("activation"):
+            kw[name] = _activation(config[name], f"{where}.{name}")
+        elif name.endswith("initializer"):
+            kw[name] = _initializer(config.get(name), str(field.default))
+        else:
+            kw[name] = config[name]
+    cell = _conv.ConvLSTMCell(**kw)
+    params = {"kernel": _weight(keras_cell.kernel),
+              "recurrent_kernel": _weight(keras_cell.recurrent_kernel)}
+    if cell.use_bias:
+        params["bias"] = _weight(keras_cell.bias)
+    return cell, params
+
+
 def _cell(keras_cell: Any, where: str) -> tuple[Any, dict]:
-    """A built Keras SimpleRNNCell/LSTMCell/GRUCell as ``(jaxrnn cell, params)``."""
+    """A built Keras SimpleRNNCell/LSTMCell/GRUCell/ConvLSTMCell as ``(jaxrnn cell,
+    params)``."""
     import keras
 
+    if _is_conv_lstm_cell(keras_cell):
+        return _conv_cell(keras_cell, where)
     kind = next((name for name in _JR_CELLS
                  if isinstance(keras_cell, getattr(keras.layers, name))), None)
     if kind is None:
         raise TypeError(
             f"from_keras: {where} is a {type(keras_cell).__name__}; jaxrnn converts Keras's "
-            "SimpleRNNCell, LSTMCell and GRUCell (and RNN layers and stacks of them). For your "
-            "own cell, write its jaxrnn counterpart and copy the weights by name."
+            "SimpleRNNCell, LSTMCell and GRUCell (and RNN layers and stacks of them), and the "
+            "ConvLSTMCell of ConvLSTM1D/2D/3D. For your own cell, write its jaxrnn "
+            "counterpart and copy the weights by name."
         )
     config = keras_cell.get_config()
     jr_cls = _JR_CELLS[kind]
@@ -136,8 +169,9 @@ def from_keras(layer: Any) -> tuple[Any, Any]:
     """Converts a built Keras 3 recurrent layer into a jaxrnn layer and its params.
 
     Supported: ``keras.layers.SimpleRNN``, ``LSTM``, ``GRU`` (``reset_after`` True or
-    False), ``RNN`` over their cells or a list of them (stacked), and ``Bidirectional``
-    over any of those (a custom ``backward_layer`` included). The jaxrnn layer has the same
+    False), ``ConvLSTM1D``, ``ConvLSTM2D``, ``ConvLSTM3D``, ``RNN`` over their cells or a
+    list of them (stacked), and ``Bidirectional`` over any of those (a custom
+    ``backward_layer`` included). The jaxrnn layer has the same
     configuration: units, activations (by name), ``use_bias``, dropouts,
     ``unit_forget_bias``, ``reset_after``, the flags ``return_sequences``, ``return_state``,
     ``go_backwards``, ``stateful``, ``unroll``, ``zero_output_for_mask`` and
@@ -192,10 +226,12 @@ def from_keras(layer: Any) -> tuple[Any, Any]:
     if isinstance(layer, keras.layers.Layer) and hasattr(layer, "cell"):
         raise TypeError(
             f"from_keras: {type(layer).__name__} is not supported; jaxrnn converts "
-            "keras.layers.SimpleRNN, LSTM, GRU, RNN (over their cells) and Bidirectional."
+            "keras.layers.SimpleRNN, LSTM, GRU, ConvLSTM1D/2D/3D, RNN (over their cells) and "
+            "Bidirectional."
         )
     raise TypeError(
-        f"from_keras: expected a Keras SimpleRNN, LSTM, GRU, RNN or Bidirectional layer; got "
+        f"from_keras: expected a Keras SimpleRNN, LSTM, GRU, ConvLSTM1D/2D/3D, RNN or "
+        f"Bidirectional layer; got "
         f"{type(layer).__name__}. Convert the recurrent layers of a model one by one."
     )
 
@@ -242,6 +278,8 @@ def _not_in_keras(why: str) -> ValueError:
 
 
 def _keras_kind(cell: Any, where: str) -> _KerasKind:
+    if type(cell) is _conv.ConvLSTMCell:  # Keras: one layer per rank, no public cell
+        return _KerasKind(None, f"ConvLSTM{cell.rank}D")
     kind = _KERAS_KINDS.get(type(cell))
     if kind is None:
         known = ", ".join(sorted(c.__name__ for c in _KERAS_KINDS))
@@ -291,6 +329,8 @@ def _keras_cell_args(cell: Any, keras_cls: Any, where: str) -> dict[str, Any]:
     kw: dict[str, Any] = {}
     for field in dataclasses.fields(cell):
         name, value = field.name, getattr(cell, field.name)
+        if name in getattr(cell, "_keras_implicit", ()):
+            continue
         if name not in accepted:
             if value == field.default:
                 continue
@@ -397,11 +437,25 @@ def _keras_layer(keras: Any, layer: Any, params: Any, where: str) -> Any:
     return _keras_rnn(keras, layer, params, where)
 
 
-def _step_shape(layer: Any, params: Any) -> tuple[int | None, ...]:
-    """One step's input shape (no batch axis) for an RNN or Bidirectional: its first cell's."""
+def _step_shape(layer: Any, params: Any, given: Any = None) -> tuple[int | None, ...]:
+    """One step's input shape (no batch axis) for an RNN or Bidirectional: its first cell's;
+    for a ConvLSTM, whose params do not tell the spatial size, `given` (checked)."""
     if isinstance(layer, _layers.Bidirectional):
         layer, params = layer.forward, params["forward"]
     cell = layer.cell
+    if _cells.input_rank(cell) > 1:
+        if given is None:
+            raise ValueError(
+                "to_keras: a Keras ConvLSTM is built for one spatial size, which the params "
+                f"do not tell; pass step_shape=, the shape of one step of the sequences "
+                f"without batch and time ([{layer._step_layout}], x.shape[2:])."
+            )
+        step = tuple(given)
+        try:
+            layer._check_cell_params(params, layer._input_dim(step, ""))
+        except ValueError as e:
+            raise ValueError(f"to_keras: step_shape={step}: {e}") from None
+        return step
     if isinstance(cell, _cells.StackedRNNCells):
         cell, params = cell.cells[0], params[0]
     return _KERAS_KINDS[type(cell)].step_shape(params)
@@ -466,7 +520,8 @@ def _assign(layer: Any, keras_layer: Any, params: Any, where: str) -> None:
         _assign_cell(keras_layer.cell, params, f"{where}.cell")
 
 
-def to_keras(layer: Any, params: Any, *, batch_size: int | None = None) -> Any:
+def to_keras(layer: Any, params: Any, *, batch_size: int | None = None,
+             step_shape: Any = None) -> Any:
     """Builds the Keras 3 layer that computes what `layer` computes with `params`.
 
     The inverse of `from_keras`: the Keras layer has the same configuration and its weights
@@ -476,6 +531,8 @@ def to_keras(layer: Any, params: Any, *, batch_size: int | None = None) -> Any:
     - an `RNN` over one `SimpleRNNCell`/`LSTMCell`/`GRUCell` to ``keras.layers.SimpleRNN``/
       ``LSTM``/``GRU`` (an `RNN` over a cell and the shorthand are one jaxrnn layer);
     - an `RNN` over a stack of them to ``keras.layers.RNN`` over their Keras cells;
+    - an `RNN` over a `ConvLSTMCell` (`ConvLSTM1D`/`2D`/`3D`) to ``keras.layers.ConvLSTM1D``/
+      ``2D``/``3D`` (built for `step_shape`);
     - a `Bidirectional` to ``keras.layers.Bidirectional`` (``merge_mode``, and the backward
       layer as ``backward_layer`` where it is not Keras's default copy);
     - a `Sequential` to a ``keras.Sequential`` model of those, starting with a
@@ -499,6 +556,9 @@ def to_keras(layer: Any, params: Any, *, batch_size: int | None = None) -> Any:
       params: its params, as from ``layer.init`` or `from_keras`.
       batch_size: the fixed batch size a stateful layer needs (Keras keeps its states in
         variables of that size); optional otherwise.
+      step_shape: for a ConvLSTM (the first layer of a `Sequential`), the shape of one step
+        of the sequences without batch and time, ``x.shape[2:]``: Keras builds a ConvLSTM
+        for one spatial size. Ignored by other layers.
 
     Returns:
       The built Keras layer (a ``keras.Sequential`` for a `Sequential`), in the backend
@@ -566,7 +626,8 @@ def to_keras(layer: Any, params: Any, *, batch_size: int | None = None) -> Any:
     with jax.numpy_rank_promotion("allow"):
         keras_layers = [_keras_layer(keras, sub, p, w)  # raises for what Keras lacks
                         for sub, p, w in zip(layers, layer_params, wheres)]
-        shape = first_shape = (batch_size, None, *_step_shape(layers[0], layer_params[0]))
+        shape = first_shape = (batch_size, None,
+                               *_step_shape(layers[0], layer_params[0], step_shape))
         for k in keras_layers:
             _build(keras, k, shape)
             shape = k.compute_output_shape(shape)  # what the next layer of a Sequential gets

@@ -186,7 +186,7 @@ class RNN:
     @property
     def output_size(self) -> int:
         """H, the size of the output's last axis."""
-        return _cells.StackedRNNCells([self.cell]).output_size
+        return _cells.output_size_of(self.cell)
 
     @property
     def _stacked(self) -> bool:
@@ -197,7 +197,8 @@ class RNN:
 
         Args:
           key: a `jax.random` key.
-          input_shape: (B, T, F) ((T, B, F) when time_major); B and T may be None.
+          input_shape: (B, T, F) ((T, B, F) when time_major); B and T may be None. For a
+            cell with spatial inputs (ConvLSTM), (B, T, *spatial, C) or (B, T, C, *spatial).
           dtype: the params' dtype; default the layer's `param_dtype`, else float32.
 
         Returns:
@@ -207,19 +208,51 @@ class RNN:
         if dtype is None:
             dtype = self.param_dtype or jnp.float32
         shape = tuple(input_shape) if isinstance(input_shape, (list, tuple)) else None
-        if shape is None or len(shape) != 3 or not isinstance(shape[-1], int):
+        rank = _cells.input_rank(self.cell)
+        if rank > 1:
+            if shape is None or len(shape) != 2 + rank:
+                raise ValueError(
+                    f"RNN.init: input_shape must be (batch, time, {self._step_layout}) for "
+                    f"{type(self.cell).__name__}; got {input_shape!r}."
+                )
+            features = self._input_dim(shape[2:], "RNN.init: input_shape: ")
+        elif shape is None or len(shape) != 3 or not isinstance(shape[-1], int):
             raise ValueError(
                 f"RNN.init: input_shape must be (batch, time, features) with an int number of "
                 f"features (batch and time may be None); got {input_shape!r}."
             )
-        params = self.cell.init(key, shape[-1], dtype)
+        else:
+            features = shape[-1]
+        params = self.cell.init(key, features, dtype)
         if self.learn_initial_state:
-            return {"cell": params,
-                    "initial_state": _cells.initial_state_of(self.cell, 1, dtype)}
+            try:
+                start = _cells.initial_state_of(self.cell, 1, dtype, shape[2:])
+            except ValueError as e:
+                raise ValueError(f"RNN.init: learn_initial_state=True: {e}") from None
+            return {"cell": params, "initial_state": start}
         return params
 
-    def _split_params(self, params: Any) -> tuple[Any, Any]:
-        """``(cell params, learned initial states or None)``, the latter checked."""
+    @property
+    def _step_layout(self) -> str:
+        """One step's axes, for messages: ``"F"``, or e.g. ``"H, W, C"`` for a ConvLSTM2D."""
+        return getattr(self.cell, "step_layout", "F")
+
+    def _input_dim(self, step_shape: tuple, prefix: str = "RNN: ") -> Any:
+        """The input width F (a ConvLSTM's channels) of steps of `step_shape`, checked."""
+        try:
+            return _cells.input_dim_of(self.cell, tuple(step_shape))
+        except ValueError as e:
+            raise ValueError(f"{prefix}{e}") from None
+
+    def _output_step_shape(self, step_shape: tuple) -> tuple:
+        """One step's output shape (batch excluded) for inputs with steps of `step_shape`."""
+        if _cells.input_rank(self.cell) == 1:
+            return (self.output_size,)
+        return tuple(self.cell.output_shape(step_shape))
+
+    def _split_params(self, params: Any, step_shape: tuple | None = None) -> tuple[Any, Any]:
+        """``(cell params, learned initial states or None)``, the latter checked (for a
+        cell with spatial inputs, fully only when `step_shape`, a step's shape, is known)."""
         learned_keys = {"cell", "initial_state"}
         is_learned = isinstance(params, dict) and set(params) == learned_keys
         if not self.learn_initial_state:
@@ -238,9 +271,19 @@ class RNN:
                 "existing cell params: {'cell': params, 'initial_state': "
                 "cell.get_initial_state(1)}."
             )
-        like = _cells.initial_state_of(self.cell, 1)
         given = params["initial_state"]
         leaves = jax.tree.leaves(given)
+        if _cells.input_rank(self.cell) > 1 and step_shape is None:
+            # The states' spatial size follows the inputs': without them, check the count.
+            n = len(jax.tree.leaves(self.cell.state_size))
+            if len(leaves) != n or any(_shape_of(g)[:1] != (1,) for g in leaves):
+                raise ValueError(
+                    f"RNN: params['initial_state'] must hold {n} arrays of batch size 1 (the "
+                    f"cell's states for a batch of 1); got {[_shape_of(g) for g in leaves]}. "
+                    "Re-create the params with layer.init(key, input_shape)."
+                )
+            return params["cell"], given
+        like = _cells.initial_state_of(self.cell, 1, step_shape=step_shape)
         expected = [e.shape for e in jax.tree.leaves(like)]
         if len(leaves) != len(expected) or any(_shape_of(g) != e
                                                 for g, e in zip(leaves, expected)):
@@ -269,6 +312,13 @@ class RNN:
             if type(e) not in (ValueError, TypeError):  # never rebuild a foreign type
                 raise
             raise type(e)(f"RNN: {e}") from None
+        if want is not None and f is not None and want != f and \
+                _cells.input_rank(self.cell) > 1:
+            raise ValueError(
+                f"RNN: sequences must have {want} channels (the params' input_dim), as "
+                f"[B, T, {self._step_layout}]; got {f}. Re-create the params with "
+                f"layer.init(key, input_shape), or feed {want} channels."
+            )
         if want is not None and f is not None and want != f:
             raise ValueError(
                 f"RNN: sequences must be [B, T, F] with F={want} (the params' input_dim); got "
@@ -284,9 +334,17 @@ class RNN:
             raise TypeError(
                 f"RNN: sequences must be an array [B, T, F]; got {type(sequences).__name__}."
             ) from None
-        layout = "[T, B, F]" if self.time_major else "[B, T, F]"
+        rank = _cells.input_rank(self.cell)
+        layout = f"[T, B, {self._step_layout}]" if self.time_major else \
+            f"[B, T, {self._step_layout}]"
         integer = jnp.issubdtype(x.dtype, jnp.integer) or x.dtype == jnp.bool_
-        if x.ndim != 3:
+        if rank > 1 and x.ndim != 2 + rank:
+            raise ValueError(
+                f"RNN: sequences must be a {2 + rank}-D array {layout} for "
+                f"{type(self.cell).__name__}(rank={rank - 1}); got shape {x.shape} (rank "
+                f"{x.ndim}). For one sequence, add a batch axis: x[None]."
+            )
+        if x.ndim != 2 + rank:
             hint = ""
             if x.ndim == 2 and integer:
                 hint = (" Integer [B, T] inputs look like token ids: map them to vectors first "
@@ -351,8 +409,9 @@ class RNN:
             )
         return r
 
-    def _check_states(self, given: Any, batch: int, dtype, arg: str) -> Any:
-        like = _cells.initial_state_of(self.cell, batch, dtype)
+    def _check_states(self, given: Any, batch: int, dtype, arg: str,
+                      step_shape: tuple | None = None) -> Any:
+        like = _cells.initial_state_of(self.cell, batch, dtype, step_shape)
         expected = jax.tree.leaves(like)
         if isinstance(given, (list, tuple)):
             leaves = jax.tree.leaves(given)
@@ -378,11 +437,14 @@ class RNN:
             shape = _shape_of(g)
             if shape != e.shape:
                 why = ""
-                if len(shape) == 2 and shape[1] == e.shape[1] and shape[0] != batch:
+                if len(shape) == len(e.shape) and shape[1:] == e.shape[1:] and \
+                        shape[0] != batch:
                     why = (f" Its batch size is {shape[0]} but the sequences' is {batch}; "
                            f"call layer.reset_state({batch}) for a new batch size.")
+                axes = "(batch, units)" if len(e.shape) == 2 else \
+                    "(the cell's state for these inputs)"
                 raise ValueError(
-                    f"RNN: {arg} array {i} must have shape {e.shape} (batch, units); got "
+                    f"RNN: {arg} array {i} must have shape {e.shape} {axes}; got "
                     f"{shape}.{why}"
                 )
             out.append(jnp.asarray(g, dtype))
@@ -406,7 +468,8 @@ class RNN:
         Args:
           params: from `init` (the cell's params; with ``learn_initial_state``,
             ``{"cell": ..., "initial_state": ...}``).
-          sequences: [B, T, F] float array ([T, B, F] when time_major).
+          sequences: [B, T, F] float array ([T, B, F] when time_major); for a cell with
+            spatial inputs (ConvLSTM), [B, T, *spatial, C] or [B, T, C, *spatial].
           initial_state: a list with one [B, H] array per state of the cell (a stack:
             one entry per cell); zeros (or the learned state) when None.
           mask: [B, T] booleans, True where a step is real. What masked steps hold never
@@ -432,10 +495,12 @@ class RNN:
         """
         x = self._check_sequences(sequences)
         if self.time_major:
-            time, batch, features = x.shape
+            time, batch = x.shape[:2]
         else:
-            batch, time, features = x.shape
-        params, learned = self._split_params(params)
+            batch, time = x.shape[:2]
+        step_shape = tuple(x.shape[2:])  # (F,), or a ConvLSTM's (*spatial, C)
+        features = self._input_dim(step_shape)
+        params, learned = self._split_params(params, step_shape)
         self._check_cell_params(params, features)
         mask = self._check_mask(mask, batch, time)
         reset = self._check_reset(reset, batch, time)
@@ -449,21 +514,24 @@ class RNN:
             dtype = jnp.result_type(x.dtype, *[p.dtype for p in jax.tree.leaves(params)
                                                if hasattr(p, "dtype")])
         if learned is None:
-            start = _cells.initial_state_of(self.cell, batch, dtype)
+            start = _cells.initial_state_of(self.cell, batch, dtype, step_shape)
         else:
             start = jax.tree.map(lambda s: jnp.broadcast_to(s.astype(dtype), (batch,) +
                                                             s.shape[1:]), learned)
         if initial_state is not None:
-            start = self._check_states(initial_state, batch, dtype, "initial_state")
+            start = self._check_states(initial_state, batch, dtype, "initial_state",
+                                       step_shape)
         if self.stateful:
             if state is None and initial_state is None:
+                shape_arg = "" if _cells.input_rank(self.cell) == 1 else \
+                    f", step_shape={step_shape}"
                 raise ValueError(
                     "RNN: a stateful layer needs state=: start with "
-                    f"state = layer.reset_state({batch}), then pass the state each call "
-                    "returns to the next call."
+                    f"state = layer.reset_state({batch}{shape_arg}), then pass the state each "
+                    "call returns to the next call."
                 )
             states = start if initial_state is not None else \
-                self._check_states(state, batch, dtype, "state")
+                self._check_states(state, batch, dtype, "state", step_shape)
         else:
             if state is not None:
                 raise ValueError(
@@ -471,14 +539,16 @@ class RNN:
                     "Pass initial_state= instead, or build the layer with stateful=True."
                 )
             states = start
-        dropout = _cells.make_dropout(self.cell, rng, training, batch, features, dtype)
+        dropout = _cells.make_dropout(self.cell, rng, training, batch, features, dtype,
+                                      step_shape)
 
         xs = x if self.time_major else jnp.swapaxes(x, 0, 1)
         mask_t = None if mask is None else mask.T
         if mask_t is not None:
             # Masked steps compute on zeros, so that whatever they held (NaN padding) reaches
             # neither the outputs nor, through a product with a zero cotangent, the gradients.
-            xs = jnp.where(mask_t[:, :, None], xs, jnp.zeros((), xs.dtype))
+            keep = jnp.expand_dims(mask_t, tuple(range(2, xs.ndim)))  # [T, B, 1, ...]
+            xs = jnp.where(keep, xs, jnp.zeros((), xs.dtype))
         outputs, final = _engines.run(
             _engines.choose(self.cell, self.parallel, self.fused), self.cell, params, states,
             xs, mask_t, None if reset is None else reset.T, start if reset is not None else None,
@@ -501,7 +571,8 @@ class RNN:
         )
 
     def reset_state(self, batch_size: int, states: Sequence[Array] | None = None,
-                    dtype=jnp.float32, params: Any = None) -> Any:
+                    dtype=jnp.float32, params: Any = None, *,
+                    step_shape: Sequence[int] | None = None) -> Any:
         """The state to start a stateful layer with: zeros, the learned initial state, or
         the checked `states`.
 
@@ -511,6 +582,9 @@ class RNN:
           dtype: dtype of the zeros.
           params: with ``learn_initial_state``, the layer's params: start from the learned
             state, broadcast over the batch (default: zeros).
+          step_shape: for a cell with spatial inputs (ConvLSTM), whose states' shape
+            follows the inputs': the shape of one step of the sequences, batch and time
+            excluded (``x.shape[2:]``). Other cells ignore it.
 
         Returns:
           The states' tuple (an `LSTMState` for an LSTM), to pass as ``state=``.
@@ -518,8 +592,11 @@ class RNN:
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"RNN.reset_state: batch_size must be a positive int; got "
                              f"{batch_size!r}.")
+        step = None if step_shape is None else tuple(step_shape)
+        if step is not None and _cells.input_rank(self.cell) > 1:
+            self._input_dim(step, "RNN.reset_state: step_shape: ")
         if states is None and params is not None:
-            _, learned = self._split_params(params)
+            _, learned = self._split_params(params, step)
             if learned is None:
                 raise ValueError(
                     "RNN.reset_state: params= starts from the learned initial state, but the "
@@ -528,9 +605,17 @@ class RNN:
             return jax.tree.map(lambda s: jnp.broadcast_to(s, (batch_size,) + s.shape[1:]),
                                 learned)
         if states is None:
-            return _cells.initial_state_of(self.cell, batch_size, dtype)
+            try:
+                return _cells.initial_state_of(self.cell, batch_size, dtype, step)
+            except ValueError as e:
+                raise ValueError(f"RNN.reset_state: {e}") from None
         dtype = jnp.result_type(*[jnp.asarray(s).dtype for s in jax.tree.leaves(states)])
-        return self._check_states(states, batch_size, dtype, "reset_state(states=...)")
+        if _cells.input_rank(self.cell) > 1 and step is None:
+            raise ValueError(
+                f"RNN.reset_state: checking states= for {type(self.cell).__name__} needs "
+                "step_shape=, the shape of one step of the sequences (x.shape[2:])."
+            )
+        return self._check_states(states, batch_size, dtype, "reset_state(states=...)", step)
 
     # --- config ----------------------------------------------------------------------
 
@@ -766,6 +851,14 @@ class Bidirectional:
         f, b = self.forward.output_size, self.backward.output_size
         return f + b if self.merge_mode == "concat" else f
 
+    def _output_step_shape(self, step_shape: tuple) -> tuple:
+        """One step's merged output shape (batch excluded); concat joins the last axis."""
+        f = self.forward._output_step_shape(step_shape)
+        if self.merge_mode != "concat":
+            return f
+        b = self.backward._output_step_shape(step_shape)
+        return (*f[:-1], f[-1] + b[-1])
+
     def init(self, key: Array, input_shape: Sequence[int | None], dtype=None) -> dict:
         """Creates ``{"forward": params, "backward": params}``."""
         kf, kb = jax.random.split(key)
@@ -773,17 +866,21 @@ class Bidirectional:
                 "backward": self.backward.init(kb, input_shape, dtype)}
 
     def reset_state(self, batch_size: int, states: Sequence[Array] | None = None,
-                    dtype=jnp.float32, params: dict | None = None) -> tuple:
+                    dtype=jnp.float32, params: dict | None = None, *,
+                    step_shape: Sequence[int] | None = None) -> tuple:
         """``(forward_state, backward_state)`` for a stateful layer; `states` split in half;
-        with `params` (and ``learn_initial_state``), each direction's learned state."""
+        with `params` (and ``learn_initial_state``), each direction's learned state;
+        `step_shape` as for `RNN.reset_state`."""
         fs = bs = None
         if states is not None:
             fs, bs = self._halves(states, "reset_state(states=...)")
         if params is not None:
             self._check_keys(params)
         fp, bp = (None, None) if params is None else (params["forward"], params["backward"])
-        return (self.forward.reset_state(batch_size, fs, dtype, params=fp),
-                self.backward.reset_state(batch_size, bs, dtype, params=bp))
+        return (self.forward.reset_state(batch_size, fs, dtype, params=fp,
+                                         step_shape=step_shape),
+                self.backward.reset_state(batch_size, bs, dtype, params=bp,
+                                          step_shape=step_shape))
 
     @staticmethod
     def _check_keys(params: Any) -> None:
@@ -947,7 +1044,7 @@ class Sequential:
         params = []
         for layer, k in zip(self.layers, jax.random.split(key, len(self.layers))):
             params.append(layer.init(k, shape, dtype))
-            shape = (*shape[:2], layer.output_size)
+            shape = (*shape[:2], *layer._output_step_shape(tuple(shape[2:])))
         return params
 
     def __call__(self, params: list, x: Array, mask: Array | None = None,

@@ -125,12 +125,19 @@ def segmented(run: Callable[[Any, Any], tuple[Any, Any]], carry: Any, xs: Any,
     return carry, ys
 
 
+def batch_where(m: Array, a: Array, b: Array) -> Array:
+    """``a`` where ``m`` [B] is True, else ``b``: `m` broadcast over every axis after the
+    batch, so states of any rank ([B, H], or a ConvLSTM's [B, *spatial, C]) select whole
+    samples."""
+    return jnp.where(jnp.expand_dims(m, tuple(range(1, jnp.ndim(a)))), a, b)
+
+
 def reset_where(r_t: Array | None, reset_states: Any, states: Any) -> Any:
     """`states` with the samples where ``r_t`` [B] is True replaced by `reset_states`."""
     if r_t is None:
         return states
-    keep = r_t[:, None]
-    return jax.tree.map(lambda i, s: jnp.where(keep, i.astype(s.dtype), s), reset_states, states)
+    return jax.tree.map(lambda i, s: batch_where(r_t, i.astype(s.dtype), s), reset_states,
+                        states)
 
 
 def processing_order_reset(reset: Array, go_backwards: bool) -> Array:

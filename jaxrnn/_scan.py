@@ -16,6 +16,7 @@ Like every engine it runs forwards in processing order (see `jaxrnn._loop`).
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -26,6 +27,7 @@ from jaxrnn import _cells
 from jaxrnn._loop import (
     LoopOptions,
     auto_segment,
+    batch_where,
     carried_output,
     reset_where,
     segment_length,
@@ -38,8 +40,9 @@ Array = jax.Array
 def _saved_bytes(states: Any, xs: Array) -> int:
     """A rough size of what autodiff of the scan keeps per sequence: each step's input and
     about four state-sized intermediates per state (gates, activations)."""
-    t, b, f = xs.shape
-    state = sum(s.shape[-1] for s in jax.tree.leaves(states))
+    t, b = xs.shape[:2]
+    f = math.prod(xs.shape[2:])  # a step's size: F, or a ConvLSTM's feature map
+    state = sum(math.prod(s.shape[1:]) for s in jax.tree.leaves(states))
     return t * b * (f + 4 * state) * xs.dtype.itemsize
 
 
@@ -74,8 +77,7 @@ def scan_rnn(cell: Any, params: Any, states: Any, xs: Array, mask: Array | None,
         out, new_states = step(x_t, states)
         if m_t is None:
             return out, new_states
-        keep = m_t[:, None]  # [B, 1]
-        new_states = jax.tree.map(lambda n, s: jnp.where(keep, n, s), new_states, states)
+        new_states = jax.tree.map(lambda n, s: batch_where(m_t, n, s), new_states, states)
         if opts.zero_output_for_mask:
             prev = jnp.zeros_like(out)
         else:
@@ -86,7 +88,7 @@ def scan_rnn(cell: Any, params: Any, states: Any, xs: Array, mask: Array | None,
                     f"output has shape {out.shape} and the first state {prev.shape}. Use "
                     "zero_output_for_mask=True, or a cell whose output is its first state."
                 )
-        return jnp.where(keep, out, prev.astype(out.dtype)), new_states
+        return batch_where(m_t, out, prev.astype(out.dtype)), new_states
 
     if opts.return_sequences:
 

@@ -87,7 +87,8 @@ class Stream:
     def _stack(self) -> bool:
         return isinstance(self.layer, Sequential)
 
-    def reset_state(self, batch_size: int, *, params: Any = None, dtype=None) -> Any:
+    def reset_state(self, batch_size: int, *, params: Any = None, dtype=None,
+                    step_shape: Any = None) -> Any:
         """The state a stream starts from, as a full pass starts: the learned initial
         state where a layer has ``learn_initial_state`` (taken from `params`), else zeros.
 
@@ -95,6 +96,8 @@ class Stream:
           batch_size: B.
           params: the layer's params; needed when a layer learns its initial state.
           dtype: dtype of the zeros; default the layer's `dtype`, else float32.
+          step_shape: for ConvLSTM layers, whose states' shape follows the inputs': the
+            shape of one step of the chunks, batch and time excluded (``x.shape[2:]``).
 
         Returns:
           The layer's state (an `LSTMState` for an LSTM); for a `Sequential`, a tuple with
@@ -102,6 +105,7 @@ class Stream:
         """
         states = []
         per_layer = params if self._stack else [params]
+        step = None if step_shape is None else tuple(step_shape)
         for i, lay in enumerate(self.layers):
             zeros_dtype = dtype or lay.dtype or jnp.float32
             if lay.learn_initial_state:
@@ -111,9 +115,13 @@ class Stream:
                         "params=params to start from it, as the full pass does."
                     )
                 self._check_length(params)
-                states.append(lay.reset_state(batch_size, params=per_layer[i]))
+                states.append(lay.reset_state(batch_size, params=per_layer[i],
+                                              step_shape=step))
             else:
-                states.append(lay.reset_state(batch_size, dtype=zeros_dtype))
+                states.append(lay.reset_state(batch_size, dtype=zeros_dtype,
+                                              step_shape=step))
+            if step is not None:  # the next layer's steps are this one's outputs
+                step = lay._output_step_shape(step)
         return tuple(states) if self._stack else states[0]
 
     def _check_length(self, params: Any) -> None:

@@ -51,6 +51,10 @@ def test_bench_parallel_writes_to_an_untracked_file_by_default(load):
     _assert_untracked(load("bench_parallel")._parse([]).out)
 
 
+def test_bench_conv_writes_to_an_untracked_file_by_default(load):
+    _assert_untracked(load("bench_conv")._parse([]).out)
+
+
 def test_bench_lstm_variants_writes_to_an_untracked_file_by_default(load):
     _assert_untracked(load("bench_lstm_variants")._parse([]).out)
 

@@ -7,7 +7,8 @@ PUBLIC = {
     "Sequential", "SimpleRNN", "SimpleRNNCell", "StackedRNNCells", "__version__", "deserialize",
     "register", "serialize", "from_keras", "to_keras", "from_torch", "to_torch", "save", "load",
     "data_mesh", "replicate", "shard_batch", "MinGRUCell", "MinLSTMCell", "LRUCell", "LRUState",
-    "Stream", "PeepholeLSTMCell", "LayerNormLSTMCell",
+    "Stream", "PeepholeLSTMCell", "LayerNormLSTMCell", "ConvLSTMCell", "ConvLSTM1D",
+    "ConvLSTM2D", "ConvLSTM3D",
 }
 
 
