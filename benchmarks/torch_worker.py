@@ -9,8 +9,8 @@ one reply per line on stdout.
   builds the module and runs one step: ``{"compile_s": first step's seconds,
   "peak_mb": growth of the process's peak RSS over the build and that step}`` (on a CUDA
   device, PyTorch's peak of allocated GPU memory instead)
-  (``{"skip": reason}`` if it cannot run here). A peak is a high-water mark, so
-  `bench_rnn` starts one worker per case.
+  (``{"skip": reason}`` if it cannot run here). The peak is Linux's VmHWM, reset before
+  the build, less the RSS at that moment (None elsewhere).
 - ``{"op": "run"}`` runs one step of the last built case: ``{"t": seconds}``.
 - ``{"op": "info"}``: ``{"torch": version, "threads": n}``.
 
@@ -20,13 +20,31 @@ Only torch and numpy are imported: nothing of JAX's runs in this process.
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def _status_mb(field: str) -> float | None:
+    """``VmRSS`` or ``VmHWM`` (the peak since the last reset) from /proc/self/status."""
+    try:
+        with open("/proc/self/status") as fh:
+            for line in fh:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return None
+
+
+def _reset_peak() -> float | None:
+    """Resets the process's peak RSS (Linux: ``5`` to /proc/self/clear_refs) and returns
+    the RSS now, or None where that cannot be done (then no memory is reported)."""
+    try:
+        with open("/proc/self/clear_refs", "w") as fh:
+            fh.write("5")
+    except OSError:
+        return None
+    return _status_mb("VmRSS")
 
 
 def _build(req: dict):
@@ -69,7 +87,7 @@ def main() -> None:
         op = req["op"]
         if op == "build":
             step = None  # free the previous case first
-            before = _rss_mb()
+            before = _reset_peak()
             try:
                 cuda = req.get("device") == "cuda"
                 if cuda:
@@ -83,7 +101,8 @@ def main() -> None:
                     step()
                     reply = {"compile_s": time.perf_counter() - t0,
                              "peak_mb": (torch.cuda.max_memory_allocated() / 2 ** 20 if cuda
-                                         else _rss_mb() - before)}
+                                         else None if before is None
+                                         else _status_mb("VmHWM") - before)}
             except ImportError as e:
                 reply = {"skip": f"torch not installed ({e})"}
             except Exception as e:  # reported as a skipped contender, not fatal
