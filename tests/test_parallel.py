@@ -22,6 +22,7 @@ import jaxrnn as jr
 from jaxrnn import LRUCell, LRUState, MinGRUCell, MinLSTMCell, _parallel
 from jaxrnn._parallel_cells import g, log_g, normalized_gates
 from tests._reference import python_loop
+from tests._sampling import sampled
 
 B, T, F, H = 5, 6, 4, 3
 RTOL, ATOL = 2e-5, 2e-5
@@ -113,14 +114,24 @@ FLAGS = {
 }
 
 
-@pytest.mark.parametrize("flags", list(FLAGS))
-@pytest.mark.parametrize("name", list(CELLS))
+# These run eagerly (op by op, under jax.disable_jit) and cost seconds each: the default run
+# takes every cell once and every flag set at least once; `pytest -m slow` the rest.
+_EQUAL_ROWS = [(n, f) for n in CELLS for f in FLAGS]
+_EQUAL_SAMPLE = [(n, list(FLAGS)[i % len(FLAGS)]) for i, n in enumerate(CELLS)]
+
+
+@pytest.mark.parametrize("name, flags", sampled(_EQUAL_ROWS, [f"{n}-{f}" for n, f in _EQUAL_ROWS],
+                                                 _EQUAL_SAMPLE))
 def test_parallel_equals_sequential(name, flags):
     _check_equal(CELLS[name](), **FLAGS[flags])
 
 
-@pytest.mark.parametrize("name", ["mingru", "minlstm", "lru"])
-@pytest.mark.parametrize("chunk, return_sequences", [(3, True), (4, False)])  # T=6
+_CHUNK_ROWS = [(n, c, r) for c, r in [(3, True), (4, False)] for n in ["mingru", "minlstm", "lru"]]
+
+
+@pytest.mark.parametrize("name, chunk, return_sequences",  # T=6
+                         sampled(_CHUNK_ROWS, [f"{c}-{r}-{n}" for n, c, r in _CHUNK_ROWS],
+                                 [("mingru", 3, True), ("lru", 4, False)]))
 def test_chunked_sequences_equal_sequential(name, chunk, return_sequences):
     """Long sequences run in rematerialised chunks (``remat=k``; on CPU by default 512):
     chunk boundaries and a shorter tail change nothing, gradients included."""
