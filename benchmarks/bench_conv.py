@@ -24,13 +24,12 @@ Run:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import NamedTuple
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
@@ -50,7 +49,8 @@ OURS = "jaxrnn"
 KERNEL = 3
 
 
-class Case(NamedTuple):
+@dataclasses.dataclass(frozen=True)
+class Case:
     shape: tuple[int, int, int, int, int, int]  # B, T, H, W, C, filters
     mode: str  # "train" or "infer"
 
@@ -70,20 +70,13 @@ def _inputs(case: Case) -> jax.Array:
     return jnp.asarray(np.random.default_rng(0).normal(size=(b, t, h, w, c)), jnp.float32)
 
 
-def _jax_case(case: Case, apply: Callable, params) -> tuple[float, Callable]:
-    """jit + first call (compile) of the train step or the forward of `apply(params, x)`."""
+def _jax_case(case: Case, apply: Callable, params) -> tuple[dict, Callable]:
+    """The compiled train step or forward of `apply(params, x)` (see `bench_rnn`)."""
     x = _inputs(case)
     if case.mode == "train":
-        f = jax.jit(jax.value_and_grad(lambda p, x: jnp.sum(apply(p, x) ** 2)))
-    else:
-        f = jax.jit(apply)
-
-    def call():
-        jax.block_until_ready(f(params, x))
-
-    t0 = time.perf_counter()
-    call()
-    return time.perf_counter() - t0, call
+        return br.compiled_case(jax.value_and_grad(lambda p, x: jnp.sum(apply(p, x) ** 2)),
+                                params, x)
+    return br.compiled_case(apply, params, x)
 
 
 def _jaxrnn(case: Case, conv_impl: str | None):
@@ -102,23 +95,10 @@ def jaxrnn_xla_conv(case: Case):
 
 
 def keras_conv(case: Case):
-    try:
-        import keras
-    except ImportError as e:
-        raise br.Skip(f"keras not installed ({e})") from None
-    if keras.backend.backend() != "jax":
-        raise br.Skip(f"keras backend is {keras.backend.backend()!r}, not 'jax'")
+    keras = br.import_keras()
     b, t, h, w, c, f = case.shape
     layer = keras.layers.ConvLSTM2D(f, KERNEL, padding="same", return_sequences=True)
-    layer.build((b, t, h, w, c))
-    trainable = [v.value for v in layer.trainable_variables]
-    non_trainable = [v.value for v in layer.non_trainable_variables]
-
-    def apply(tv, x):
-        y, _ = layer.stateless_call(tv, non_trainable, x)
-        return y
-
-    return _jax_case(case, apply, trainable)
+    return _jax_case(case, *br.keras_stateless(layer, (b, t, h, w, c)))
 
 
 def flax_conv(case: Case):
@@ -135,45 +115,6 @@ def flax_conv(case: Case):
 IMPLEMENTATIONS: dict[str, Callable] = {"jaxrnn": jaxrnn_conv, "jaxrnn-conv": jaxrnn_xla_conv,
                                         "keras-jax": keras_conv, "flax": flax_conv}
 BASELINE = "jaxrnn-conv"  # jaxrnn with conv_impl="conv": reported, but not a rival
-
-
-def run_case(case: Case, names: list[str], rounds: int, budget_s: float, log=print) -> dict:
-    """Builds every implementation, then times them in interleaved rounds (at least 3;
-    rounds stop once `budget_s` seconds of timing have passed)."""
-    calls, result = {}, {"case": case._asdict(), "label": case.label(),
-                         "flops": case.flops(), "impls": {}}
-    for name in names:
-        try:
-            compile_s, call = IMPLEMENTATIONS[name](case)
-        except br.Skip as e:
-            result["impls"][name] = {"skipped": str(e)}
-            continue
-        except Exception as e:  # a rival that breaks is reported, not fatal
-            result["impls"][name] = {"skipped": f"error: {type(e).__name__}: {e}"[:300]}
-            log(f"  {name}: {result['impls'][name]['skipped']}")
-            continue
-        calls[name] = call
-        result["impls"][name] = {"compile_s": compile_s, "times_s": []}
-    start = time.perf_counter()
-    for r in range(rounds):
-        for name, call in calls.items():
-            t0 = time.perf_counter()
-            call()
-            result["impls"][name]["times_s"].append(time.perf_counter() - t0)
-        if r >= 2 and time.perf_counter() - start > budget_s:
-            break
-    for name in calls:
-        info = result["impls"][name]
-        info["median_ms"] = 1e3 * float(np.median(info["times_s"]))
-        info["min_ms"] = 1e3 * float(np.min(info["times_s"]))
-        info["gflops"] = case.flops() / (info["median_ms"] / 1e3) / 1e9
-    rivals = {n: i["median_ms"] for n, i in result["impls"].items()
-              if "median_ms" in i and n not in (OURS, BASELINE)}
-    if rivals and "median_ms" in result["impls"].get(OURS, {}):
-        best = min(rivals, key=rivals.get)
-        result["best_rival"] = best
-        result["ratio"] = result["impls"][OURS]["median_ms"] / rivals[best]
-    return result
 
 
 def _shape(text: str) -> tuple[int, int, int, int, int, int]:
@@ -208,7 +149,8 @@ def main(argv=None) -> dict:
     for mode in args.modes.split(","):
         case = Case(args.shape, mode)
         print(f"{case.label()}:", flush=True)
-        r = run_case(case, names, args.rounds, args.budget)
+        r = br.run_case(case, names, args.rounds, args.budget,
+                        implementations=IMPLEMENTATIONS, not_rivals=(OURS, BASELINE))
         for name, info in r["impls"].items():
             if "median_ms" in info:
                 print(f"  {name:10s} {info['median_ms']:9.1f} ms (min {info['min_ms']:.1f}, "

@@ -160,17 +160,21 @@ def flax_linen(case: Case):
     return _jax_case(case, model.apply, params)
 
 
-def keras_jax(case: Case):
+def import_keras():
+    """Keras 3 on the JAX backend, or `Skip` with the reason."""
     try:
         import keras
     except ImportError as e:
         raise Skip(f"keras not installed ({e})") from None
     if keras.backend.backend() != "jax":
         raise Skip(f"keras backend is {keras.backend.backend()!r}, not 'jax'")
-    b, t, f, h = case.shape
-    layer = (keras.layers.LSTM if case.kind == "lstm" else keras.layers.GRU)(
-        h, return_sequences=True)
-    layer.build((b, t, f))
+    return keras
+
+
+def keras_stateless(layer, input_shape) -> tuple[Callable, list]:
+    """Builds a Keras `layer` for `input_shape`: ``(apply(trainable, x) -> y, trainable)``,
+    a pure function of its trainable weights through ``stateless_call``."""
+    layer.build(input_shape)
     trainable = [v.value for v in layer.trainable_variables]
     non_trainable = [v.value for v in layer.non_trainable_variables]
 
@@ -178,7 +182,15 @@ def keras_jax(case: Case):
         y, _ = layer.stateless_call(tv, non_trainable, x)
         return y
 
-    return _jax_case(case, apply, trainable)
+    return apply, trainable
+
+
+def keras_jax(case: Case):
+    keras = import_keras()
+    b, t, f, h = case.shape
+    layer = (keras.layers.LSTM if case.kind == "lstm" else keras.layers.GRU)(
+        h, return_sequences=True)
+    return _jax_case(case, *keras_stateless(layer, (b, t, f)))
 
 
 def equinox_scan(case: Case):
@@ -298,16 +310,21 @@ NOT_RIVALS = (OURS, BASELINE, ROOF)
 # ----------------------------------------------------------------------------- running
 
 
-def run_case(case: Case, names: list[str], rounds: int, budget_s: float, log=print) -> dict:
+def run_case(case, names: list[str], rounds: int, budget_s: float, log=print,
+             implementations: dict[str, Callable] | None = None,
+             not_rivals: tuple[str, ...] = NOT_RIVALS) -> dict:
     """Builds every implementation, then times them in interleaved rounds.
 
     Rounds stop early once `budget_s` seconds of timing have passed (at least 3 rounds).
+    `case` is a dataclass with ``label()`` and ``flops()`` (by default a `Case`, built by
+    `IMPLEMENTATIONS`); `not_rivals` are reported but not compared with `OURS`.
     """
+    implementations = IMPLEMENTATIONS if implementations is None else implementations
     calls, result = {}, {"case": dataclasses.asdict(case), "label": case.label(),
                          "flops": case.flops(), "impls": {}}
     for name in names:
         try:
-            info, call = IMPLEMENTATIONS[name](case)
+            info, call = implementations[name](case)
         except Skip as e:
             result["impls"][name] = {"skipped": str(e)}
             continue
@@ -342,7 +359,7 @@ def run_case(case: Case, names: list[str], rounds: int, budget_s: float, log=pri
                           / (roof["median_ms"] / 1e3) / 1e9)
         result["roof_gflops"] = roof["gflops"]
     rivals = {n: i["median_ms"] for n, i in result["impls"].items()
-              if "median_ms" in i and n not in NOT_RIVALS}
+              if "median_ms" in i and n not in not_rivals}
     if rivals and "median_ms" in result["impls"].get(OURS, {}):
         best = min(rivals, key=rivals.get)
         result["best_rival"] = best
