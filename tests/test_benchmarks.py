@@ -23,6 +23,7 @@ def load(monkeypatch):
         spec = importlib.util.spec_from_file_location(
             f"_jaxrnn_bench_{name}", ROOT / "benchmarks" / f"{name}.py")
         module = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = module  # as an import does (dataclasses look it up)
         spec.loader.exec_module(module)
         return module
 
