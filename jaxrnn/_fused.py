@@ -9,10 +9,11 @@ and so do its gradients. What makes it fast on XLA CPU:
 * Training: the input projection ``x_t @ kernel + bias`` of every step is one
   [T*B, F] x [F, k*H] matmul before the loop; the loop does only ``h @ recurrent_kernel``
   and the gate math.
-* LSTM gates are permuted once, outside the loop, from Keras's ``(i, f, c, o)`` to
-  ``(i, f, o | c)`` so that one `recurrent_activation` covers a contiguous [B, 3H] block
-  (GRU's ``(z, r | h)`` already is). The permutation is undone on the gradients by autodiff
-  of the column gather.
+* Under differentiation the LSTM's gates are permuted once, outside the loop, from Keras's
+  ``(i, f, c, o)`` to ``(i, f, o | c)`` so that one `recurrent_activation` covers a
+  contiguous [B, 3H] block (GRU's ``(z, r | h)`` already is). The permutation happens inside
+  the core's jvp rule, so inference never copies the weights; it is undone on the gradients
+  by JAX's transpose of the column gather.
 * A hand-written backward loop: the forward loop saves the activated gates, ``act(c)`` and
   the entering ``c`` (LSTM) or the reset-gated recurrent part (GRU); the backward loop
   computes only the per-step gate gradients and ``dz @ recurrent_kernelᵀ`` (the transpose
@@ -74,7 +75,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
@@ -343,9 +344,12 @@ def _shift(seq: Array) -> Array:
 
 # ----------------------------------------------------------------------------- LSTM core
 #
-# Gates in the order (i, f, o | g): one recurrent_activation over [B, 3H], one activation
-# over [B, H]. zx [T, B, 4H] is the input projection with the bias; u [P, 4H]; r [H, P] the
-# projected LSTM's projection (h = (o * act(c)) @ r, h [B, P]), or None (P = H).
+# `_lstm_core` takes Keras's gate order (i, f, c, o); its jvp rule permutes the kernels,
+# bias and dropout masks to (i, f, o | g) once (`_to_fused_order`), and everything it calls
+# (`_lstm_core_fwd`, the tangent and adjoint loops) works in that order: one
+# recurrent_activation over [B, 3H], one activation over [B, H]. zx [T, B, 4H] is the input
+# projection with the bias; u [P, 4H]; r [H, P] the projected LSTM's projection
+# (h = (o * act(c)) @ r, h [B, P]), or None (P = H).
 
 
 def _proj(m: Array, r: Array | None) -> Array:
@@ -387,8 +391,8 @@ def _lstm_core(cfg: _Config, x, w, b, u, r, h0, c0, mask, xm, hm, reset, hr, cr)
         z = _step_proj(x_t, w, b, xm, 4) + _cells.project(h, u, hm, 4)
         # Gate by gate, as the generic cell does: XLA then fuses each activation into the
         # op that consumes it (one [B, 3H] sigmoid block would be a buffer of its own).
-        i, f, o = (cfg.rec(z[:, j * n:(j + 1) * n], 1) for j in range(3))
-        c_new = f * c + i * cfg.act(z[:, 3 * n:], 1)
+        i, f, o = (cfg.rec(z[:, j * n:(j + 1) * n], 1) for j in (0, 1, 3))  # Keras order
+        c_new = f * c + i * cfg.act(z[:, 2 * n:3 * n], 1)
         keep = None if m_t is None else m_t[:, None]
         h = _masked(keep, _proj(o * cfg.act(c_new, 1), r), h)
         c = _masked(keep, c_new, c)
@@ -440,9 +444,25 @@ def _lstm_tangents(cfg: _Config, gates: _LSTMGates, cp, keep, dz, dh_in, dc_in, 
     return dc, _masked(keep, dh, dh_in)
 
 
+_MaybeArray = TypeVar("_MaybeArray", Array, None)
+
+
+def _to_fused_order(a: _MaybeArray, axis: int = -1) -> _MaybeArray:
+    """Keras's gate order (i, f, c, o) -> (i, f, o, c) along `axis` (None and a per-sample
+    dropout mask, which has no gate axis, pass through)."""
+    if a is None or (axis == 0 and a.ndim != 3):
+        return a
+    i, f, g, o = jnp.split(a, 4, axis=axis)
+    return jnp.concatenate([i, f, o, g], axis=axis)
+
+
 def _lstm_core_jvp(cfg: _Config, primals, tangents):
     x, w, b, u, r, h0, c0, mask, xm, hm, reset, hr, cr = primals
     dx, dw, db, du, dr, dh0, dc0, _, _, _, _, dhr, dcr = map(_tangent, tangents)
+    # The loops below want the gates in the order (i, f, o | g); their transposes undo it.
+    w, b, u, dw, db, du = map(_to_fused_order, (w, b, u, dw, db, du))
+    xm, hm = _to_fused_order(xm, axis=0), _to_fused_order(hm, axis=0)
+    primals = x, w, b, u, r, h0, c0, mask, xm, hm, reset, hr, cr
     out, (res, cprev, hs) = _lstm_core_fwd(cfg, *primals)
     t, n = x.shape[0], c0.shape[-1]
     keep = None if mask is None else mask[:, :, None]
@@ -857,12 +877,6 @@ _grub_core.defjvp(_grub_core_jvp, symbolic_zeros=True)
 # ----------------------------------------------------------------------------- one cell
 
 
-def _lstm_perm(a: Array, n: int, axis: int = -1) -> Array:
-    """Keras's gate order (i, f, c, o) -> (i, f, o, c) along `axis`."""
-    i, f, g, o = jnp.split(a, 4, axis=axis)
-    return jnp.concatenate([i, f, o, g], axis=axis)
-
-
 def _prepare(cell: Any, params: dict, dropout: Any, seq: bool, unroll: int):
     """The cell's loop: ``run(x [T, B, F], states, mask [T, B] | None, reset [T, B] | None,
     reset_states) -> (outputs [T, B, H] or None, final states)``, states as flat tuples."""
@@ -873,12 +887,6 @@ def _prepare(cell: Any, params: dict, dropout: Any, seq: bool, unroll: int):
     b = params.get("bias")
     if isinstance(cell, _cells.LSTMCell):
         r = params.get("projection")  # proj_size > 0
-        w, u = _lstm_perm(w, n), _lstm_perm(u, n)
-        b = None if b is None else _lstm_perm(b, n)
-        if x_mask is not None and x_mask.ndim == 3:
-            x_mask = _lstm_perm(x_mask, n, axis=0)
-        if h_mask is not None and h_mask.ndim == 3:
-            h_mask = _lstm_perm(h_mask, n, axis=0)
 
         def run_lstm(x, states, mask, reset, reset_states):
             h0, c0 = states
