@@ -638,7 +638,6 @@ def _gru_core_jvp(cfg: _Config, primals, tangents):
     out, (res, hs) = _gru_core_fwd(cfg, *primals)
     t, n = x.shape[0], h0.shape[-1]
     keep = None if mask is None else mask[:, :, None]
-    widths = (3 * n, n)
     hprev = _entering(h0, hs, reset, hr)
     gates = _GRUGates(cfg, res, n)
 
@@ -653,17 +652,33 @@ def _gru_core_jvp(cfg: _Config, primals, tangents):
     sz = _add(_proj_tangent(x, w, xm, 3, dx, dw, db), sq)
     sh = None if eh is None else eh * _masked(keep, gates.z, 1)
 
-    def pre_activations(g: _GRUGates, q, dh_in, p):
+    def pre_activations(g: _GRUGates, q, dh_in, hp, whole):
         """The tangents of [z, r] and n's pre-activations: q (the right-hand side's block)
-        plus what the entering state's tangent adds, ``p = P(dh_in)``."""
+        plus what the entering state's tangent adds through ``dh_in @ u``."""
+        p = _in_proj(dh_in, u, None, hm, 3) if whole else _cells.project(dh_in, u, hm, 3)
         dzr = q[..., :2 * n] + p[..., :2 * n]
         dn = q[..., 2 * n:] + cfg.rec.jvp(g.rzr, dzr, 2)[..., n:] * g.hh + g.r * p[..., 2 * n:]
         return dzr, dn
 
+    return _gru_tangent_solve(
+        cfg, out, sz, sh, res, hprev, mask, reset, h0, pre_activations,
+        functools.partial(_gru_adjoint, cfg, res, hprev, u, hm, mask, reset))
+
+
+def _gru_tangent_solve(cfg: _Config, out, sz, sh, res, hprev, mask, reset, h0,
+                       pre_activations, adjoint):
+    """The GRU cores' tangent system (both variants) given its right-hand side ``[sz | sh]``
+    and the variant's pre-activation tangents, ``pre_activations(gates, q, dh_in, h_prev,
+    whole) -> (d[z, r], dn)`` (`whole`: [T, B, *] arrays at once, else one step's)."""
+    n = h0.shape[-1]
+    keep = None if mask is None else mask[:, :, None]
+    widths = (3 * n, n)
+    gates = _GRUGates(cfg, res, n)
+
     def matvec(xv):
         q, dh = _split(xv, widths)
         dh_in = _cut(reset, _shift(dh))
-        dzr, dn = pre_activations(gates, q, dh_in, _in_proj(dh_in, u, None, hm, 3))
+        dzr, dn = pre_activations(gates, q, dh_in, hprev, True)
         nh = _gru_tangent_h(cfg, gates, hprev, keep, dzr, dn, dh_in, None)
         return jnp.concatenate([q, dh - nh], axis=-1)
 
@@ -672,7 +687,7 @@ def _gru_core_jvp(cfg: _Config, primals, tangents):
             s_t, res_t, hp, m_t, r_t = inp
             dh_in = _cut(r_t, dh)
             g = _GRUGates(cfg, res_t, n)
-            dzr, dn = pre_activations(g, s_t[:, :3 * n], dh_in, _cells.project(dh_in, u, hm, 3))
+            dzr, dn = pre_activations(g, s_t[:, :3 * n], dh_in, hp, False)
             dh = _gru_tangent_h(cfg, g, hp, None if m_t is None else m_t[:, None], dzr, dn,
                                 dh_in, s_t[:, 3 * n:])
             return dh, dh
@@ -680,8 +695,7 @@ def _gru_core_jvp(cfg: _Config, primals, tangents):
         dh = _scan(body, jnp.zeros_like(h0), (rhs, res, hprev, mask, reset), cfg)[1]
         return jnp.concatenate([rhs[..., :3 * n], dh], axis=-1)
 
-    tx = _linear_solve([sz, sh], widths, res.dtype, matvec, solve,
-                       functools.partial(_gru_adjoint, cfg, res, hprev, u, hm, mask, reset))
+    tx = _linear_solve([sz, sh], widths, res.dtype, matvec, solve, adjoint)
     if tx is None:
         return out, jax.tree.map(jnp.zeros_like, out)
     th = tx[..., 3 * n:]
@@ -780,7 +794,6 @@ def _grub_core_jvp(cfg: _Config, primals, tangents):
     out, (res, hs) = _grub_core_fwd(cfg, *primals)
     t, n = x.shape[0], h0.shape[-1]
     keep = None if mask is None else mask[:, :, None]
-    widths = (3 * n, n)
     hm_zr, hm_h = _split_hm(hm)
     u_zr, u_h = u[:, :2 * n], u[:, 2 * n:]
     hprev = _entering(h0, hs, reset, hr)
@@ -807,38 +820,19 @@ def _grub_core_jvp(cfg: _Config, primals, tangents):
          jnp.zeros_like(gates.rn) if sn is None else sn], axis=-1)
     sh = None if eh is None else eh * _masked(keep, gates.z, 1)
 
-    def matvec(xv):
-        q, dh = _split(xv, widths)
-        dh_in = _cut(reset, _shift(dh))
-        dzr = q[..., :2 * n] + _in_proj(dh_in, u_zr, None, hm_zr, 2)
-        dr = cfg.rec.jvp(gates.rzr, dzr, 2)[..., n:]
-        dq = dr * _dropped(hprev, hm_t) + gates.r * _dropped(dh_in, hm_t)
-        dn = q[..., 2 * n:] + _cells.dense(dq, u_h)
-        nh = _gru_tangent_h(cfg, gates, hprev, keep, dzr, dn, dh_in, None)
-        return jnp.concatenate([q, dh - nh], axis=-1)
+    def pre_activations(g: _GRUGates, q, dh_in, hp, whole):
+        if whole:
+            dzr = q[..., :2 * n] + _in_proj(dh_in, u_zr, None, hm_zr, 2)
+        else:
+            dzr = q[..., :2 * n] + _cells.project(dh_in, u_zr, hm_zr, 2)
+        dr = cfg.rec.jvp(g.rzr, dzr, 2)[..., n:]
+        hm_step = hm_t if whole else hm_h
+        dq = dr * _dropped(hp, hm_step) + g.r * _dropped(dh_in, hm_step)
+        return dzr, q[..., 2 * n:] + _cells.dense(dq, u_h)
 
-    def solve(rhs):
-        def body(dh, inp):
-            s_t, res_t, hp, m_t, r_t = inp
-            dh_in = _cut(r_t, dh)
-            g = _GRUGates(cfg, res_t, n)
-            dzr = s_t[:, :2 * n] + _cells.project(dh_in, u_zr, hm_zr, 2)
-            dr = cfg.rec.jvp(g.rzr, dzr, 2)[:, n:]
-            dq = dr * _dropped(hp, hm_h) + g.r * _dropped(dh_in, hm_h)
-            dn = s_t[:, 2 * n:3 * n] + dq @ u_h
-            dh = _gru_tangent_h(cfg, g, hp, None if m_t is None else m_t[:, None], dzr, dn,
-                                dh_in, s_t[:, 3 * n:])
-            return dh, dh
-
-        dh = _scan(body, jnp.zeros_like(h0), (rhs, res, hprev, mask, reset), cfg)[1]
-        return jnp.concatenate([rhs[..., :3 * n], dh], axis=-1)
-
-    tx = _linear_solve([sz, sh], widths, res.dtype, matvec, solve,
-                       functools.partial(_grub_adjoint, cfg, res, hprev, u, hm, mask, reset))
-    if tx is None:
-        return out, jax.tree.map(jnp.zeros_like, out)
-    th = tx[..., 3 * n:]
-    return out, ((th, th[-1]) if cfg.seq else th[-1])
+    return _gru_tangent_solve(
+        cfg, out, sz, sh, res, hprev, mask, reset, h0, pre_activations,
+        functools.partial(_grub_adjoint, cfg, res, hprev, u, hm, mask, reset))
 
 
 def _grub_adjoint(cfg: _Config, res, hprev, u, hm, mask, reset, ct):
