@@ -185,7 +185,7 @@ class RNN:
 
     @property
     def output_size(self) -> int:
-        """H, the size of the output's last axis."""
+        """H, the output's features: its last axis (a channels_first ConvLSTM's channels)."""
         return _cells.output_size_of(self.cell)
 
     @property
@@ -848,8 +848,12 @@ class Bidirectional:
 
     @property
     def output_size(self) -> int:
+        """The merged output's features (a ConvLSTM's channels), which the next layer of a
+        `Sequential` reads: ``"concat"`` adds both directions' only where the last axis,
+        which it joins (as Keras's does), holds them; not a channels_first ConvLSTM's."""
         f, b = self.forward.output_size, self.backward.output_size
-        return f + b if self.merge_mode == "concat" else f
+        joins_channels = not getattr(self.layer.cell, "_channels_first", False)
+        return f + b if self.merge_mode == "concat" and joins_channels else f
 
     def _output_step_shape(self, step_shape: tuple) -> tuple:
         """One step's merged output shape (batch excluded); concat joins the last axis."""

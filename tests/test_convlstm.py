@@ -306,6 +306,47 @@ def test_sequential_and_bidirectional_chain_feature_maps():
     _close(y, second)
 
 
+@pytest.mark.parametrize("merge_mode", ["concat", "sum", "mul", "ave", None])
+@pytest.mark.parametrize("fmt", ["channels_last", "channels_first"])
+def test_sequential_checks_the_channels_a_bidirectional_feeds(merge_mode, fmt):
+    # "concat" joins the last axis, as Keras's: the channels for channels_last, but W for
+    # channels_first, whose channels stay FILTERS. init, the call and check_params agree.
+    cf = fmt == "channels_first"
+    bi = jr.Bidirectional(jr.ConvLSTM2D(FILTERS, 3, padding="same", data_format=fmt,
+                                        return_sequences=True), merge_mode=merge_mode)
+    shape = (B, T, C, 5, 4) if cf else (B, T, 5, 4, C)
+    x = jax.ShapeDtypeStruct(shape, jnp.float32)
+    if merge_mode is None:  # a pair of outputs: only the last layer
+        with pytest.raises(ValueError, match=r"layers\[0\] feeds the next layer.*merge_mode"):
+            jr.Sequential([bi, jr.ConvLSTM2D(2, 2, data_format=fmt)])
+        model = jr.Sequential([bi])
+        params = model.init(jax.random.key(0), shape)
+        assert model.check_params(params) == C and bi.output_size == FILTERS
+        y, y_rev = jax.eval_shape(model, params, x)
+        assert y.shape == y_rev.shape == (B, T, *bi.forward._output_step_shape(shape[2:]))
+        return
+    model = jr.Sequential([bi, jr.ConvLSTM2D(2, 2, return_sequences=True, data_format=fmt)])
+    params = model.init(jax.random.key(0), shape)
+    merged = jax.eval_shape(bi, params[0], x)  # the shape init planned for layers[1]:
+    assert merged.shape == (B, T, *bi._output_step_shape(shape[2:]))
+    channels = merged.shape[2 if cf else -1]
+    assert channels == (2 * FILTERS if merge_mode == "concat" and not cf else FILTERS)
+    assert params[1]["kernel"].shape[-2] == channels
+    assert model.check_params(params) == C and model.check_params(params, C) == C
+    assert bi.output_size == channels
+    y = jax.eval_shape(model, params, x)
+    assert y.shape == jax.eval_shape(model.layers[1], params[1], merged).shape
+    # Params for the other width are refused by check_params, as by the call.
+    wrong = 3 * FILTERS - channels
+    bad = [params[0], model.layers[1].init(jax.random.key(1), (B, T, wrong, 5, 4) if cf
+                                           else (B, T, 5, 4, wrong))]
+    msg = rf"Sequential: layers\[1\]: RNN: sequences must have {wrong} channels .*got {channels}"
+    with pytest.raises(ValueError, match=msg):
+        model.check_params(bad)
+    with pytest.raises(ValueError, match=r"Sequential: layers\[1\]: .*channels"):
+        jax.eval_shape(model, bad, x)
+
+
 def test_config_save_load_and_engine(tmp_path):
     pytest.importorskip("safetensors")
     layer = jr.ConvLSTM3D(2, (1, 2, 2), strides=(1, 2, 1), data_format="channels_first",

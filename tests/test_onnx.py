@@ -3,7 +3,8 @@ bool inputs), and onnxruntime reproduces the JAX outputs within 1e-5 at several 
 
 The matrix: every cell (LSTM, GRU in both variants, SimpleRNN, minGRU, minLSTM, LRU) running
 forwards, backwards (``go_backwards``) and both ways (`Bidirectional`), with and without mask
-and reset inputs; then stacks, last outputs, returned states and initial states. A sample
+and reset inputs; then stacks, last outputs, returned states and initial states; then
+ConvLSTM layers with either conv_impl (feature-map steps, [B, T, *spatial, C]). A sample
 runs by default, the rest is marked slow: the first export in a process costs about 14 s of
 CPU (jax2onnx imports all its plugins), and each case about 3 s more.
 """
@@ -46,21 +47,22 @@ def _session(fn, specs):
     return session, [i.name for i in session.get_inputs()]
 
 
-def _check(fn, kinds, extra=()):
+def _check(fn, kinds, extra=(), step=(F,)):
     """Exports ``fn(x, *inputs)`` with symbolic B and T and compares onnxruntime with JAX.
 
     `kinds`: the [B, T] bool inputs after x, a string of "m" (mask) and "r" (reset);
-    `extra`: widths of [B, width] float inputs after those (initial states).
+    `extra`: widths of [B, width] float inputs after those (initial states); `step`: the
+    shape of one step of x (a ConvLSTM's feature maps).
     """
     b, t = jax.export.symbolic_shape("B, T")
-    specs = ([jax.ShapeDtypeStruct((b, t, F), jnp.float32)]
+    specs = ([jax.ShapeDtypeStruct((b, t, *step), jnp.float32)]
              + [jax.ShapeDtypeStruct((b, t), jnp.bool_) for _ in kinds]
              + [jax.ShapeDtypeStruct((b, w), jnp.float32) for w in extra])
     session, names = _session(fn, specs)
     reference = jax.jit(fn)
     rng = np.random.default_rng(0)
     for bb, tt in SHAPES:
-        args = [rng.normal(size=(bb, tt, F)).astype(np.float32)]
+        args = [rng.normal(size=(bb, tt, *step)).astype(np.float32)]
         for kind in kinds:
             if kind == "m":  # some padding, and a sample whose last step is padding
                 mask = rng.random((bb, tt)) < 0.7
@@ -123,3 +125,32 @@ def test_initial_state_as_input(go_backwards):
     params = layer.init(jax.random.key(2), (None, None, F))
     _check(lambda x, reset, h, c: layer(params, x, reset=reset, initial_state=[h, c]), "r",
            extra=(4, 4))
+
+
+CONV = {  # ConvLSTM layers, by conv_impl, and the shape of one step of their inputs
+    "1d": (lambda impl: jr.ConvLSTM1D(3, 3, padding="same", return_sequences=True,
+                                      conv_impl=impl), (6, F)),
+    "2d_states": (lambda impl: jr.ConvLSTM2D(3, (2, 3), go_backwards=True, return_state=True,
+                                             conv_impl=impl), (5, 4, F)),
+    "2d_first_stack": (lambda impl: jr.Sequential([  # concat joins W: F channels go on
+        jr.Bidirectional(jr.ConvLSTM2D(3, 2, padding="same", data_format="channels_first",
+                                       return_sequences=True, conv_impl=impl)),
+        jr.ConvLSTM2D(2, 2, data_format="channels_first", conv_impl=impl)]), (F, 4, 5)),
+    "3d_first": (lambda impl: jr.ConvLSTM3D(2, 2, strides=(1, 2, 1), return_sequences=True,
+                                            data_format="channels_first", conv_impl=impl),
+                 (F, 3, 4, 3)),
+}
+# jax2onnx 0.17 lowers lax.conv_general_dilated for 1-D and 2-D layouts only ("Unsupported
+# conv layouts" for 3-D): a ConvLSTM3D exports with conv_impl="im2col".
+CONV_ROWS = [(n, impl) for n in CONV for impl in ("im2col", "conv")
+             if (n, impl) != ("3d_first", "conv")]
+
+
+@pytest.mark.parametrize(("name", "conv_impl"), sampled(
+    CONV_ROWS, ["-".join(r) for r in CONV_ROWS],
+    sample=[("1d", "conv"), ("2d_states", "im2col")]))
+def test_convlstm(name, conv_impl):
+    make, step = CONV[name]
+    layer = make(conv_impl)
+    params = layer.init(jax.random.key(3), (None, None, *step))
+    _check(lambda x, mask, reset: layer(params, x, mask=mask, reset=reset), "mr", step=step)
