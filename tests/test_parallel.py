@@ -208,9 +208,8 @@ def test_stacks_of_parallel_cells(solver):
     params = layer.init(jax.random.key(4), x.shape)
     init = jax.tree.map(lambda s: jax.random.normal(jax.random.key(5), s.shape),
                         layer.cell.get_initial_state(B))
-    with jax.disable_jit():
-        (out_p, g_p), (out_s, g_s) = _both(layer, params, x, initial_state=list(init),
-                                           mask=_mask())
+    (out_p, g_p), (out_s, g_s) = jax.jit(lambda p, x, s: _both(
+        layer, p, x, initial_state=s, mask=_mask()))(params, x, list(init))
     assert len(out_p) == 1 + len(cells)
     _close(out_p, out_s)
     _close(g_p, g_s, rtol=1e-4, atol=1e-4)
@@ -254,10 +253,9 @@ def test_bidirectional():
         bi = jr.Bidirectional(jr.RNN(cell, return_sequences=True, return_state=True,
                                      parallel=parallel))
         params = bi.init(jax.random.key(8), x.shape)
-        with jax.disable_jit():
-            outs.append(jax.value_and_grad(
-                lambda p, bi=bi: jnp.sum(jnp.tanh(bi(p, x, mask=_mask())[0])))(params))
-            outs.append(bi(params, x, mask=_mask()))
+        outs.append(jax.jit(jax.value_and_grad(
+            lambda p, bi=bi: jnp.sum(jnp.tanh(bi(p, x, mask=_mask())[0]))))(params))
+        outs.append(jax.jit(lambda p, bi=bi: bi(p, x, mask=_mask()))(params))
     _close(outs[0], outs[2])
     _close(outs[1], outs[3])
     assert outs[1][0].shape == (B, T, 2 * H)
@@ -270,10 +268,10 @@ def test_dropout_same_masks_in_both_modes(name):
     layer = jr.RNN(cell, return_sequences=True, return_state=True)
     params = layer.init(jax.random.key(9), x.shape)
     rng = jax.random.key(10)
-    with jax.disable_jit():
-        (out_p, g_p), (out_s, g_s) = _both(layer, params, x, initial_state=init, mask=_mask(),
-                                           training=True, rng=rng)
-        eval_out = layer(params, x, initial_state=init, mask=_mask())
+    # Compiled: op by op this took 10 s a cell (test_parallel_equals_sequential covers that).
+    (out_p, g_p), (out_s, g_s) = jax.jit(lambda p, x, s, r: _both(
+        layer, p, x, initial_state=s, mask=_mask(), training=True, rng=r))(params, x, init, rng)
+    eval_out = layer(params, x, initial_state=init, mask=_mask())
     _close(out_p, out_s)
     _close(g_p, g_s, rtol=1e-4, atol=1e-4)
     assert not np.allclose(np.asarray(out_p[0]), np.asarray(eval_out[0]))
