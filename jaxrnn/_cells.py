@@ -564,12 +564,21 @@ def _initialize_vector(spec: Initializer, key: Array, n: int, dtype) -> Array:
 
 @dataclasses.dataclass(frozen=True)
 class _LSTMBase(RNNCellBase):
-    """What Keras's LSTM family shares (not a cell itself): four gates in Keras's order
-    ``i, f, c, o``, states ``LSTMState(h, c)`` and the forget-bias initialization."""
+    """What Keras's LSTM family shares (not a cell itself): Keras's ``LSTMCell`` arguments
+    (the fields below, in its order; a subclass adds its own after them), four gates in
+    Keras's order ``i, f, c, o``, states ``LSTMState(h, c)`` and the forget-bias
+    initialization."""
 
-    if TYPE_CHECKING:
-        @property
-        def unit_forget_bias(self) -> bool: ...
+    units: int
+    activation: Activation = "tanh"
+    recurrent_activation: Activation = "sigmoid"
+    use_bias: bool = True
+    kernel_initializer: Initializer = "glorot_uniform"
+    recurrent_initializer: Initializer = "orthogonal"
+    bias_initializer: Initializer = "zeros"
+    unit_forget_bias: bool = True
+    dropout: float = 0.0
+    recurrent_dropout: float = 0.0
 
     _gates = 4
 
@@ -643,16 +652,6 @@ class LSTMCell(_LSTMBase):
       ((5, 2), (5, 4))
     """
 
-    units: int
-    activation: Activation = "tanh"
-    recurrent_activation: Activation = "sigmoid"
-    use_bias: bool = True
-    kernel_initializer: Initializer = "glorot_uniform"
-    recurrent_initializer: Initializer = "orthogonal"
-    bias_initializer: Initializer = "zeros"
-    unit_forget_bias: bool = True
-    dropout: float = 0.0
-    recurrent_dropout: float = 0.0
     proj_size: int = 0
     projection_initializer: Initializer = "glorot_uniform"
 

@@ -20,7 +20,6 @@ from jax import lax
 
 from jaxrnn import _registry, _resolve
 from jaxrnn._cells import (
-    Activation,
     Array,
     Initializer,
     LSTMState,
@@ -81,17 +80,6 @@ class PeepholeLSTMCell(_LSTMBase):
       >>> layer(params, jnp.ones((2, 5, 3))).shape  # [B, T, H]
       (2, 5, 4)
     """
-
-    units: int
-    activation: Activation = "tanh"
-    recurrent_activation: Activation = "sigmoid"
-    use_bias: bool = True
-    kernel_initializer: Initializer = "glorot_uniform"
-    recurrent_initializer: Initializer = "orthogonal"
-    bias_initializer: Initializer = "zeros"
-    unit_forget_bias: bool = True
-    dropout: float = 0.0
-    recurrent_dropout: float = 0.0
 
     def param_shapes(self, input_dim: int) -> dict[str, tuple[int, ...]]:
         """`LSTMCell`'s shapes and the three peephole weights [H]."""
@@ -182,16 +170,6 @@ class LayerNormLSTMCell(_LSTMBase):
       ((2, 4), (2, 4))
     """
 
-    units: int
-    activation: Activation = "tanh"
-    recurrent_activation: Activation = "sigmoid"
-    use_bias: bool = True
-    kernel_initializer: Initializer = "glorot_uniform"
-    recurrent_initializer: Initializer = "orthogonal"
-    bias_initializer: Initializer = "zeros"
-    unit_forget_bias: bool = True
-    dropout: float = 0.0
-    recurrent_dropout: float = 0.0
     norm_gamma_initializer: Initializer = "ones"
     norm_beta_initializer: Initializer = "zeros"
     norm_epsilon: float = 1e-3
