@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -165,10 +164,7 @@ def main(argv=None) -> dict:
     out = {"machine": br.machine_info(), "results": results,
            "note": f"ratio = {OURS} / best rival, in median ms: below 1, {OURS} is faster"}
     if args.out:
-        path = Path(args.out)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(out, indent=2))
-        print(f"\nwrote {path}")
+        br.write_json(args.out, out)
     return out
 
 

@@ -20,17 +20,17 @@ otherwise.
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import statistics
 import sys
-import time
 from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 import jaxrnn as jr
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_rnn, beside this file
+import bench_rnn as br  # noqa: E402
 
 DEFAULT_OUT = (Path(__file__).resolve().parent.parent / "outputs" / "bench" /
                "bench_lstm_variants.json")
@@ -72,17 +72,6 @@ def _calls(layer, shape) -> tuple:
             lambda: jax.block_until_ready(infer(params, x)))
 
 
-def _time(calls: dict, rounds: int) -> dict:
-    """Median ms of each call, the calls alternating round by round."""
-    times: dict = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def main(argv=None) -> dict:
     """Runs the benchmark; returns (and writes) the results as a dict."""
     args = _parse(argv)
@@ -92,7 +81,7 @@ def main(argv=None) -> dict:
     for name, layer in layers.items():
         train, infer = _calls(layer, shape)
         calls[f"{name} train"], calls[f"{name} infer"] = train, infer
-    ms = _time(calls, args.rounds)
+    ms = br.alternating_medians(calls, args.rounds)
     print(f"B,T,F,H = {shape}, proj_size = {args.proj}; median ms, ratio to the fused LSTM "
           "(lower is better)")
     print(f"{'case':<12} {'train':>8} {'ratio':>6} {'infer':>8} {'ratio':>6}")
@@ -109,10 +98,7 @@ def main(argv=None) -> dict:
                        "rounds": args.rounds},
               "rows": rows}
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))
-        print(f"wrote {out}")
+        br.write_json(args.out, result)
     return result
 
 

@@ -23,7 +23,6 @@ Run:
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import statistics
 import sys
@@ -35,6 +34,9 @@ import jax.numpy as jnp
 
 import jaxrnn as jr
 from jaxrnn import LRUCell, MinGRUCell, MinLSTMCell, _parallel
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_rnn, beside this file
+import bench_rnn as br  # noqa: E402
 
 # Untracked by default: outputs/ is in .gitignore. benchmarks/results/ holds committed runs.
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "outputs" / "bench" / "bench_parallel.json"
@@ -81,17 +83,6 @@ def _step_fn(layer):
     return jax.jit(jax.value_and_grad(loss))
 
 
-def _peak_bytes(compiled) -> int | None:
-    try:
-        m = compiled.memory_analysis()
-    except Exception:  # not every backend reports it
-        return None
-    if m is None:
-        return None
-    return int(m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
-               - getattr(m, "alias_size_in_bytes", 0))
-
-
 def build_case(cell, parallel, b, t, f, solver=None) -> tuple[dict, object]:
     """Compiles one training step; returns its stats so far and a call that runs it once."""
     layer = jr.RNN(cell, return_sequences=True, parallel=parallel, solver=solver)
@@ -108,8 +99,7 @@ def build_case(cell, parallel, b, t, f, solver=None) -> tuple[dict, object]:
         jax.block_until_ready(compiled(params, x))
 
     call()  # warm-up
-    return {"compile_s": compile_s, "peak_mb": (None if (p := _peak_bytes(compiled)) is None
-                                                else p / 2**20)}, call
+    return {"compile_s": compile_s, "peak_mb": br.peak_mb(compiled)}, call
 
 
 def time_cases(calls: dict, args) -> dict:
@@ -214,10 +204,7 @@ def main(argv=None) -> dict:
         "summary": summary,
     }
     if args.out:
-        out = Path(args.out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text(json.dumps(result, indent=2))
-        print(f"\nwrote {out}")
+        br.write_json(args.out, result)
     return result
 
 

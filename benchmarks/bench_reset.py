@@ -17,10 +17,8 @@ Results go to ``outputs/bench/bench_reset.json`` (untracked) unless ``--out`` sa
 from __future__ import annotations
 
 import argparse
-import json
 import platform
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import jax
@@ -29,6 +27,9 @@ import numpy as np
 
 import jaxrnn as jr
 from jaxrnn import LRUCell, MinGRUCell, MinLSTMCell
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_rnn, beside this file
+import bench_rnn as br  # noqa: E402
 
 DEFAULT_OUT = Path(__file__).resolve().parent.parent / "outputs" / "bench" / "bench_reset.json"
 FUSED = [("lstm", (8, 256, 32, 128)), ("lstm", (64, 128, 64, 256)), ("lstm", (32, 1000, 16, 64)),
@@ -52,17 +53,6 @@ def _step(layer, shape, reset):
     return call
 
 
-def _time(calls: dict, rounds: int) -> dict:
-    """Median ms of each call, the calls alternating round by round."""
-    times: dict = {name: [] for name in calls}
-    for _ in range(rounds):
-        for name, call in calls.items():
-            start = time.perf_counter()
-            call()
-            times[name].append((time.perf_counter() - start) * 1e3)
-    return {name: statistics.median(ts) for name, ts in times.items()}
-
-
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=0.02, help="P(a step starts a segment)")
@@ -80,7 +70,7 @@ def main(argv=None):
         b, t, _, h = shape
         reset = rng.random((b, t)) < args.rate
         layer = jr.RNN(CELLS[kind](h), return_sequences=True)
-        m = _time({"none": _step(layer, shape, None), "reset": _step(layer, shape, reset)},
+        m = br.alternating_medians({"none": _step(layer, shape, None), "reset": _step(layer, shape, reset)},
                   args.rounds)
         rows.append({"case": f"{kind} train {shape}", "engine": "fused", "none_ms": m["none"],
                      "reset_ms": m["reset"], "ratio": m["reset"] / m["none"]})
@@ -91,7 +81,7 @@ def main(argv=None):
         reset = rng.random((b, t)) < args.rate
         par = jr.RNN(CELLS[kind](h), return_sequences=True)
         seq = jr.RNN(CELLS[kind](h), return_sequences=True, parallel=False)
-        m = _time({"par": _step(par, shape, None), "par_r": _step(par, shape, reset),
+        m = br.alternating_medians({"par": _step(par, shape, None), "par_r": _step(par, shape, reset),
                    "seq": _step(seq, shape, None), "seq_r": _step(seq, shape, reset)},
                   args.rounds)
         rows.append({"case": f"{kind} train {shape}", "engine": "parallel",
@@ -102,12 +92,9 @@ def main(argv=None):
         print(f"{r['case']:<28} {r['none_ms']:10.2f} {r['reset_ms']:10.2f} {r['ratio']:7.3f}  "
               f"speedup over sequential: {r['speedup_none']:.2f}x without, "
               f"{r['speedup_reset']:.2f}x with resets")
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     meta = {"jax": jax.__version__, "cpu": platform.processor() or platform.machine(),
             "backend": jax.default_backend(), "rate": args.rate, "rounds": args.rounds}
-    out.write_text(json.dumps({"meta": meta, "rows": rows}, indent=2))
-    print(f"wrote {out}")
+    br.write_json(args.out, {"meta": meta, "rows": rows})
     return rows
 
 

@@ -25,10 +25,12 @@ import dataclasses
 import json
 import os
 import platform
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
@@ -85,6 +87,26 @@ def peak_mb(compiled) -> float | None:
     total = (m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes
              - getattr(m, "alias_size_in_bytes", 0))
     return total / 2 ** 20
+
+
+def alternating_medians(calls: dict[str, Callable[[], object]], rounds: int) -> dict[str, float]:
+    """Median ms of each call of `calls`, the calls alternating round by round (drift on a
+    shared machine then hits them alike)."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, call in calls.items():
+            start = time.perf_counter()
+            call()
+            times[name].append((time.perf_counter() - start) * 1e3)
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def write_json(path: str | os.PathLike, data: dict) -> None:
+    """Writes `data` to `path` as indented JSON, making its folder, and says where."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2))
+    print(f"wrote {path}")
 
 
 def compiled_case(fn: Callable, *args) -> tuple[dict, Callable]:
