@@ -706,11 +706,29 @@ def _gru_tangent_solve(cfg: _Config, out, sz, sh, res, hprev, mask, reset, h0,
 
 
 def _gru_adjoint(cfg: _Config, res, hprev, u, hm, mask, reset, ct):
-    """The backward loop (see `_lstm_adjoint`): ct [T, B, 4H] -> per step the cotangents of
-    the [z, r | n] pre-activations and of h."""
+    """The backward loop (see `_gru_backward`) of reset_after=True."""
+    n = hprev.shape[-1]
+    ut = u.T
+
+    def through_r(res_t, hp, r, dn, dz_pre, dh_z):
+        dzr = cfg.rec.grad(res_t[:, :2 * n], jnp.concatenate([dz_pre, dn * res_t[:, 3 * n:]],
+                                                               -1), 2)
+        dhz = jnp.concatenate([dzr, dn * r], axis=-1)
+        return dzr, dh_z + _rec_proj_t(dhz, ut, hm, 3)
+
+    return _gru_backward(cfg, res, hprev, mask, reset, ct, through_r)
+
+
+def _gru_backward(cfg: _Config, res, hprev, mask, reset, ct, through_r):
+    """The GRU cores' backward loop (both variants; see `_lstm_adjoint`): ct [T, B, 4H] ->
+    per step the cotangents of the [z, r | n] pre-activations and of h.
+
+    ``through_r(res_t, h_prev, r, dn, dz_pre, dh_z) -> (d[z, r], dh_prev)`` is what differs:
+    the [z, r] pre-activations' cotangent given the n pre-activation's (`dn`) and z's part
+    (`dz_pre`, before the activation's derivative), and the entering state's cotangent given
+    its part through z (`dh_z`)."""
     n = hprev.shape[-1]
     rec, act = cfg.rec, cfg.act
-    ut = u.T
     ctq, cth = ct[..., :3 * n], ct[..., 3 * n:]
 
     def body(dh, inp):
@@ -719,13 +737,10 @@ def _gru_adjoint(cfg: _Config, res, hprev, u, hm, mask, reset, ct):
         zr = rec.value(res_t[:, :2 * n], 2)
         z, r = zr[:, :n], zr[:, n:]
         cand = act.value(res_t[:, 2 * n:3 * n], 1)
-        hh = res_t[:, 3 * n:]
         keep = None if m_t is None else m_t[:, None]
         dh_c = _masked(keep, dh, 0)
         dn = act.grad(res_t[:, 2 * n:3 * n], dh_c * (1 - z), 1)
-        dzr = rec.grad(res_t[:, :2 * n], jnp.concatenate([dh_c * (hp - cand), dn * hh], -1), 2)
-        dhz = jnp.concatenate([dzr, dn * r], axis=-1)
-        dh_prev = dh_c * z + _rec_proj_t(dhz, ut, hm, 3)
+        dzr, dh_prev = through_r(res_t, hp, r, dn, dh_c * (hp - cand), dh_c * z)
         if keep is not None:
             dh_prev = dh_prev + jnp.where(keep, 0, dh)
         return _cut(r_t, dh_prev), (jnp.concatenate([dzr, dn], axis=-1), dh)
@@ -839,33 +854,18 @@ def _grub_core_jvp(cfg: _Config, primals, tangents):
 
 
 def _grub_adjoint(cfg: _Config, res, hprev, u, hm, mask, reset, ct):
-    """The backward loop (see `_lstm_adjoint`) of reset_after=False."""
+    """The backward loop (see `_gru_backward`) of reset_after=False."""
     n = hprev.shape[-1]
-    rec, act = cfg.rec, cfg.act
     hm_zr, hm_h = _split_hm(hm)
     ut_zr, ut_h = u[:, :2 * n].T, u[:, 2 * n:].T
-    ctq, cth = ct[..., :3 * n], ct[..., 3 * n:]
 
-    def body(dh, inp):
-        cth_t, res_t, hp, m_t, r_t = inp
-        dh = dh + cth_t
-        zr = rec.value(res_t[:, :2 * n], 2)
-        z, r = zr[:, :n], zr[:, n:]
-        cand = act.value(res_t[:, 2 * n:], 1)
-        keep = None if m_t is None else m_t[:, None]
-        dh_c = _masked(keep, dh, 0)
-        dn = act.grad(res_t[:, 2 * n:], dh_c * (1 - z), 1)
+    def through_r(res_t, hp, r, dn, dz_pre, dh_z):
         dq = dn @ ut_h  # gradient wrt q = r * hd
         hd = _dropped(hp, hm_h)
-        dzr = rec.grad(res_t[:, :2 * n], jnp.concatenate([dh_c * (hp - cand), dq * hd], -1), 2)
-        dh_prev = dh_c * z + _rec_proj_t(dzr, ut_zr, hm_zr, 2) + _dropped(dq * r, hm_h)
-        if keep is not None:
-            dh_prev = dh_prev + jnp.where(keep, 0, dh)
-        return _cut(r_t, dh_prev), (jnp.concatenate([dzr, dn], axis=-1), dh)
+        dzr = cfg.rec.grad(res_t[:, :2 * n], jnp.concatenate([dz_pre, dq * hd], -1), 2)
+        return dzr, dh_z + _rec_proj_t(dzr, ut_zr, hm_zr, 2) + _dropped(dq * r, hm_h)
 
-    _, (dz, dh) = _scan(body, jnp.zeros_like(hprev[0]), (cth, res, hprev, mask, reset), cfg,
-                        reverse=True)
-    return jnp.concatenate([ctq + dz, dh], axis=-1)
+    return _gru_backward(cfg, res, hprev, mask, reset, ct, through_r)
 
 
 _grub_core.defjvp(_grub_core_jvp, symbolic_zeros=True)
