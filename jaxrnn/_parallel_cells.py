@@ -44,8 +44,15 @@ def g(x: Array) -> Array:
 
 
 def log_g(x: Array) -> Array:
-    """``log(g(x))``, computed without forming ``g``: ``log(x + 0.5)`` or ``-softplus(-x)``."""
-    return jnp.where(x >= 0, jnp.log(jax.nn.relu(x) + 0.5), -jax.nn.softplus(-x))
+    """``log(g(x))``, computed without forming ``g``: ``log(x + 0.5)`` or ``-softplus(-x)``.
+
+    Its derivative is ``g'(x) / g(x)`` everywhere, ``x = 0`` included (2, from the
+    ``x + 0.5`` branch that `g` takes there), so that the log-space parallel mode and the
+    stepped cell have the same gradients even where a pre-activation is exactly 0 (a zero
+    input, or a dropped one, through a zero bias). Hence ``where(x >= 0, x, 0)`` to keep
+    ``log`` off negative numbers: ``relu`` has derivative 0 at 0.
+    """
+    return jnp.where(x >= 0, jnp.log(jnp.where(x >= 0, x, 0.0) + 0.5), -jax.nn.softplus(-x))
 
 
 @jax.custom_jvp

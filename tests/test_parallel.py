@@ -424,6 +424,29 @@ def test_g_and_log_g():
     np.testing.assert_allclose(np.asarray(log_g(x)), np.log(_np_g(np.asarray(x))), rtol=1e-5,
                                atol=1e-6)
     assert np.all(np.asarray(g(x)) > 0)
+    # The derivative of log g is g'/g everywhere, at 0 too (x holds 0 exactly): the log-space
+    # parallel mode and the stepped cell must agree where a pre-activation is exactly 0.
+    x = jnp.concatenate([x, jnp.array([-0.0, 1e-7, -1e-7])])
+    np.testing.assert_allclose(np.asarray(jax.vmap(jax.grad(log_g))(x)),
+                               np.asarray(jax.vmap(jax.grad(g))(x) / g(x)), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("solver", _parallel.SOLVERS)
+@pytest.mark.parametrize("name", ["mingru", "minlstm"])
+def test_zero_preactivations_same_gradients_in_both_modes(name, solver):
+    """A sample whose inputs are all zero has pre-activations of exactly 0 (zero bias), where
+    g changes branch. On a GPU (where the associative solver, in log space, is the default),
+    a dropout mask that dropped every input of one sample found the parallel mode's gradient
+    wrong there: log g had derivative 0 at 0, not 2."""
+    cell = CELLS[name]()
+    x, init = _data(cell)
+    x = x.at[1].set(0.0)
+    layer = jr.RNN(cell, return_sequences=True, return_state=True, solver=solver)
+    params = layer.init(jax.random.key(3), x.shape)
+    (out_p, g_p), (out_s, g_s) = jax.jit(lambda p, x, s: _both(layer, p, x, initial_state=s))(
+        params, x, init)
+    _close(out_p, out_s)
+    _close(g_p, g_s)
 
 
 @pytest.mark.parametrize("solver", _parallel.SOLVERS)
