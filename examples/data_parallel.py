@@ -37,12 +37,15 @@ def parse_args(argv=None):
 
 
 def _emulate_devices(n: int) -> None:
-    """Asks XLA for `n` CPU devices; only works before jax initializes its backends."""
+    """Asks XLA for `n` CPU devices, and for the CPU as JAX's platform (on a machine with a
+    GPU, JAX would otherwise use the GPU alone); only works before jax initializes its
+    backends. An explicit JAX_PLATFORMS is kept."""
     if n <= 0:
         return
     flags = [f for f in os.environ.get("XLA_FLAGS", "").split()
              if not f.startswith("--xla_force_host_platform_device_count")]
     os.environ["XLA_FLAGS"] = " ".join(flags + [f"--xla_force_host_platform_device_count={n}"])
+    os.environ.setdefault("JAX_PLATFORMS", "cpu")
     if "jax" in sys.modules:
         import jax
 
