@@ -21,6 +21,7 @@ return the step's own measured seconds), or raises `Skip` with the reason.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import os
@@ -68,6 +69,14 @@ class Case:
 
     def label(self) -> str:
         return f"{self.kind} {self.mode} " + ",".join(map(str, self.shape))
+
+
+def parse_shape(text: str) -> tuple[int, int, int, int]:
+    """``"B,T,F,H"`` (a command-line shape) as four ints."""
+    parts = tuple(int(p) for p in text.split(","))
+    if len(parts) != 4:
+        raise argparse.ArgumentTypeError(f"a shape is B,T,F,H; got {text!r}")
+    return parts  # type: ignore[return-value]
 
 
 def _inputs(case: Case):
@@ -158,6 +167,15 @@ def matmul_only(case: Case):
 def jaxrnn_fused(case: Case):
     b, t, f, h = case.shape
     layer = (jr.LSTM if case.kind == "lstm" else jr.GRU)(h, return_sequences=True)
+    return _jax_case(case, layer, layer.init(jax.random.key(0), (b, t, f)))
+
+
+def jaxrnn_unrolled(case: Case):
+    """The default layer with ``unroll=8``: eight steps per loop iteration. On a GPU, where
+    each iteration costs launches and a host round trip, it roughly halves a long loop's
+    time (`bench_unroll.py`); reported beside the default, not as a rival."""
+    b, t, f, h = case.shape
+    layer = (jr.LSTM if case.kind == "lstm" else jr.GRU)(h, return_sequences=True, unroll=8)
     return _jax_case(case, layer, layer.init(jax.random.key(0), (b, t, f)))
 
 
@@ -264,12 +282,25 @@ class _TorchWorker:
             self.proc.wait(timeout=30)
 
 
+_CUDA_WORKER: _TorchWorker | None = None
+
+
 def _torch_case(case: Case, device: str):
-    worker = _TorchWorker()
+    # On the CPU each case gets a fresh process, since its peak RSS is a high-water mark. On
+    # a GPU the worker reports PyTorch's own peak of allocated memory, which it resets per
+    # case, so one process serves every case and CUDA starts once, not once per case.
+    global _CUDA_WORKER
+    if device == "cuda":
+        if _CUDA_WORKER is None or _CUDA_WORKER.proc.poll() is not None:
+            _CUDA_WORKER = _TorchWorker()
+        worker, close = _CUDA_WORKER, (lambda: None)
+    else:
+        worker = _TorchWorker()
+        close = worker.close
     reply = worker.ask(op="build", kind=case.kind, shape=list(case.shape), mode=case.mode,
                        device=device)
     if "skip" in reply:
-        worker.close()
+        close()
         raise Skip(reply["skip"])
 
     def call() -> float:
@@ -278,7 +309,7 @@ def _torch_case(case: Case, device: str):
         time.sleep(0.01)
         return t
 
-    call.close = worker.close  # type: ignore[attr-defined]
+    call.close = close  # type: ignore[attr-defined]
     return {"compile_s": reply["compile_s"], "peak_mb": reply["peak_mb"]}, call
 
 
@@ -315,6 +346,7 @@ def jax_experimental_rnn(case: Case):
 IMPLEMENTATIONS: dict[str, Callable] = {
     "jaxrnn": jaxrnn_fused,
     "jaxrnn-scan": jaxrnn_scan,
+    "jaxrnn-unroll8": jaxrnn_unrolled,
     "flax": flax_linen,
     "keras-jax": keras_jax,
     "equinox": equinox_scan,
@@ -326,7 +358,8 @@ IMPLEMENTATIONS: dict[str, Callable] = {
 OURS = "jaxrnn"
 BASELINE = "jaxrnn-scan"  # jaxrnn's own generic scan: reported, but not a rival
 ROOF = "matmul-only"  # the case's matmuls alone: its roof, not a rival
-NOT_RIVALS = (OURS, BASELINE, ROOF)
+UNROLLED = "jaxrnn-unroll8"  # jaxrnn with unroll=8: reported, but not a rival
+NOT_RIVALS = (OURS, BASELINE, UNROLLED, ROOF)
 
 
 # ----------------------------------------------------------------------------- running
@@ -389,8 +422,16 @@ def run_case(case, names: list[str], rounds: int, budget_s: float, log=print,
     return result
 
 
-def matmul_roof(n: int = 1536, reps: int = 5) -> float:
-    """GFLOP/s of a large float32 matmul in JAX on this machine (the best of `reps`)."""
+def roof_size() -> int:
+    """The side of `matmul_roof`'s square matmul: 1536 on a CPU; 8192 on a GPU, where a
+    smaller one would time the launch rather than the arithmetic."""
+    return 1536 if jax.default_backend() == "cpu" else 8192
+
+
+def matmul_roof(n: int | None = None, reps: int = 5) -> float:
+    """GFLOP/s of a large float32 matmul in JAX on this machine (the best of `reps`), of
+    side `n` (default `roof_size()`)."""
+    n = roof_size() if n is None else n
     a = jax.random.normal(jax.random.key(0), (n, n), jnp.float32)
     f = jax.jit(lambda a, b: a @ b)
     jax.block_until_ready(f(a, a))

@@ -40,23 +40,18 @@ sys.path.insert(1, str(HERE.parent))  # run from a checkout without installing j
 import bench_rnn as br  # noqa: E402
 
 
-def _shape(text: str) -> tuple[int, int, int, int]:
-    parts = tuple(int(p) for p in text.split(","))
-    if len(parts) != 4:
-        raise argparse.ArgumentTypeError(f"a shape is B,T,F,H; got {text!r}")
-    return parts
-
-
 def parse(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="two shapes, LSTM and GRU training steps only, few rounds (< 2 min)")
-    p.add_argument("--shapes", type=_shape, nargs="+", metavar="B,T,F,H",
+    p.add_argument("--shapes", type=br.parse_shape, nargs="+", metavar="B,T,F,H",
                    help="shapes to run (default: the grid plus the tiny-output shape)")
     p.add_argument("--kinds", default="lstm,gru", help="comma-separated: lstm,gru")
     p.add_argument("--modes", default=None, help="comma-separated: train,infer")
-    p.add_argument("--impls", default=",".join(br.IMPLEMENTATIONS),
-                   help="comma-separated implementations")
+    p.add_argument("--impls", default=",".join(n for n in br.IMPLEMENTATIONS
+                                               if n != br.UNROLLED),
+                   help=f"comma-separated implementations (known: "
+                        f"{','.join(br.IMPLEMENTATIONS)}; {br.UNROLLED} only when named)")
     p.add_argument("--rounds", type=int, default=None, help="timing rounds per case")
     p.add_argument("--budget", type=float, default=None,
                    help="seconds of timing per case before rounds stop early")
@@ -208,11 +203,13 @@ def sweep_cases(axis: str) -> list:
     return [br.Case("lstm", (8, 256, 32, h), "train") for h in SWEEP_H]
 
 
-def _run(cases, impls, rounds, budget) -> list[dict]:
+def _run(cases, impls, rounds, budget, save=None) -> list[dict]:
     results = []
     for case in cases:
         r = br.run_case(case, impls, rounds, budget)
         results.append(r)
+        if save is not None:
+            save(results)
         cells = ", ".join(f"{n} {i['median_ms']:.1f}" for n, i in r["impls"].items()
                           if "median_ms" in i)
         ratio = f" -> ratio {r['ratio']:.2f} vs {r['best_rival']}" if "ratio" in r else ""
@@ -249,16 +246,29 @@ def main(argv=None) -> int:
     print("versions: " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
     t_start = time.perf_counter()
     roofs = [br.matmul_roof()]
-    print(f"square matmul roof: {roofs[0]:.1f} GFLOP/s (float32 1536^3 in JAX, best of 5)")
+    n = br.roof_size()
+    print(f"square matmul roof: {roofs[0]:.1f} GFLOP/s (float32 {n}^3 in JAX, best of 5)")
 
     print(RATIO_NOTE.format(ours=br.OURS))
     cases = [br.Case(kind, tuple(shape), mode)
              for mode in modes for kind in kinds for shape in shapes]
-    results = _run(cases, impls, rounds, budget)
+    # A run stopped early (a timeout on a lent machine, say) keeps every case it finished.
+    partial = out / "results.partial.json"
+    done: dict = {"machine": info, "results": [], "sweeps": {}}
+
+    def save(rs: list[dict], axis: str | None = None) -> None:
+        if axis is None:
+            done["results"] = rs
+        else:
+            done["sweeps"][axis] = rs
+        partial.write_text(json.dumps(done, indent=1))
+
+    results = _run(cases, impls, rounds, budget, save)
     sweep_results = {}
     for axis in axes:
         print(f"\nsweep over {axis}:")
-        sweep_results[axis] = _run(sweep_cases(axis), impls, min(rounds, 5), budget)
+        sweep_results[axis] = _run(sweep_cases(axis), impls, min(rounds, 5), budget,
+                                   lambda rs, a=axis: save(rs, a))
     roofs.append(br.matmul_roof())
     roof = max(roofs)
     every = results + [r for rs in sweep_results.values() for r in rs]
@@ -291,6 +301,7 @@ def main(argv=None) -> int:
                "table_md": md, "memory_md": memory, "compile_md": compile_s,
                "sweeps_md": sweeps_md}
     (out / "results.json").write_text(json.dumps(payload, indent=1))
+    partial.unlink(missing_ok=True)
     text = [md, "", "Peak memory (MiB)", "", memory, "", "Compile time (s)", "", compile_s]
     for axis, t in sweeps_md.items():
         text += ["", f"Sweep over {axis}", "", t]

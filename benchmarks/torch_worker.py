@@ -9,7 +9,7 @@ one reply per line on stdout.
   builds the module and runs one step: ``{"compile_s": first step's seconds,
   "peak_mb": growth of the process's peak RSS over the build and that step}`` (on a CUDA
   device, PyTorch's peak of allocated GPU memory instead)
-  (``{"skip": reason}`` if it cannot run here). The peak is Linux's VmHWM, reset before
+  (``{"skip": reason}`` if it cannot run here). On a GPU one worker serves every case. The peak is Linux's VmHWM, reset before
   the build, less the RSS at that moment (None elsewhere).
 - ``{"op": "run"}`` runs one step of the last built case: ``{"t": seconds}``.
 - ``{"op": "info"}``: ``{"torch": version, "threads": n}``.
@@ -95,12 +95,14 @@ def main() -> None:
 
                     if torch.cuda.is_available():
                         torch.cuda.reset_peak_memory_stats()
+                        base = torch.cuda.memory_allocated()  # what an earlier case left
                 step, reply = _build(req)
                 if step is not None:
                     t0 = time.perf_counter()
                     step()
                     reply = {"compile_s": time.perf_counter() - t0,
-                             "peak_mb": (torch.cuda.max_memory_allocated() / 2 ** 20 if cuda
+                             "peak_mb": ((torch.cuda.max_memory_allocated() - base) / 2 ** 20
+                                         if cuda
                                          else None if before is None
                                          else _status_mb("VmHWM") - before)}
             except ImportError as e:
