@@ -75,3 +75,28 @@ def test_run_table_says_which_ratio_is_better(load):
                         "flax": {"median_ms": 2.0}}}
     header = run.table([result], ["jaxrnn", "flax"], roof=10.0).splitlines()[0]
     assert "< 1: jaxrnn faster" in header, header
+
+
+def test_bench_unroll_writes_to_an_untracked_file_by_default(load):
+    bench = load("bench_unroll")
+    _assert_untracked(bench._parse([]).out)
+    assert 1 in bench._parse([]).unrolls  # the ratios are taken against unroll=1
+
+
+def test_unrolled_column_is_reported_only_when_named_and_never_a_rival(load):
+    run = load("run")
+    br = sys.modules["bench_rnn"]
+    assert br.UNROLLED in br.IMPLEMENTATIONS and br.UNROLLED in br.NOT_RIVALS
+    assert br.UNROLLED not in run.parse([]).impls.split(",")
+
+
+def test_run_end_to_end_leaves_results_and_no_partial_file(load, tmp_path):
+    """A tiny complete run: results.json and table.md written; results.partial.json, kept
+    up to date while the cases run, is gone once the run completes."""
+    run = load("run")
+    assert run.main(["--shapes", "1,3,2,2", "--kinds", "gru", "--modes", "infer",
+                     "--impls", "jaxrnn,jaxrnn-unroll8", "--rounds", "1", "--budget", "0",
+                     "--sweep", "", "--no-parallel", "--no-plot", "--out", str(tmp_path)]) == 0
+    assert (tmp_path / "results.json").exists() and (tmp_path / "table.md").exists()
+    assert not (tmp_path / "results.partial.json").exists()
+    assert "jaxrnn-unroll8" in (tmp_path / "table.md").read_text()
