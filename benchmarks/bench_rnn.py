@@ -261,7 +261,8 @@ def equinox_scan(case: Case):
 
 
 class _TorchWorker:
-    """One `torch_worker.py` process (one per case: its peak RSS is a high-water mark)."""
+    """One `torch_worker.py` process: one per case on the CPU (its peak RSS is a
+    high-water mark), one for every case on a GPU."""
 
     def __init__(self):
         worker = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_worker.py")
@@ -301,6 +302,11 @@ def _torch_case(case: Case, device: str):
                        device=device)
     if "skip" in reply:
         close()
+        if device == "cuda" and reply["skip"].startswith("error:"):
+            # A CUDA error can leave the process's context unusable: the next case gets a
+            # fresh worker rather than the same error.
+            worker.close()
+            _CUDA_WORKER = None
         raise Skip(reply["skip"])
 
     def call() -> float:

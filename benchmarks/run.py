@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import shlex
 import sys
 import time
@@ -223,13 +224,18 @@ def main(argv=None) -> int:
     if args.quick:
         shapes = args.shapes or [br.GRID[0], br.TINY]
         modes = (args.modes or "train").split(",")
-        rounds, budget = args.rounds or 5, args.budget or 2.0
+        rounds = 5 if args.rounds is None else args.rounds
+        budget = 2.0 if args.budget is None else args.budget
         sweeps = args.sweep or ""
     else:
         shapes = args.shapes or [*br.GRID, br.TINY, br.BATCH1]
         modes = (args.modes or "train,infer").split(",")
-        rounds, budget = args.rounds or 9, args.budget or 6.0
+        rounds = 9 if args.rounds is None else args.rounds
+        budget = 6.0 if args.budget is None else args.budget
         sweeps = "T,H" if args.sweep is None else args.sweep
+    if rounds < 1 or budget < 0:
+        raise SystemExit(f"--rounds must be at least 1 and --budget at least 0; got "
+                         f"{rounds} and {budget}")
     impls = [n for n in args.impls.split(",") if n]
     unknown = sorted(set(impls) - set(br.IMPLEMENTATIONS))
     if unknown:
@@ -261,7 +267,10 @@ def main(argv=None) -> int:
             done["results"] = rs
         else:
             done["sweeps"][axis] = rs
-        partial.write_text(json.dumps(done, indent=1))
+        # Written whole, then renamed: a timeout mid-write leaves the previous file intact.
+        tmp = partial.with_suffix(".tmp")
+        tmp.write_text(json.dumps(done, indent=1))
+        os.replace(tmp, partial)
 
     results = _run(cases, impls, rounds, budget, save)
     sweep_results = {}

@@ -7,10 +7,11 @@ one reply per line on stdout.
 
 - ``{"op": "build", "kind": "lstm", "shape": [B, T, F, H], "mode": "train", "device": "cpu"}``
   builds the module and runs one step: ``{"compile_s": first step's seconds,
-  "peak_mb": growth of the process's peak RSS over the build and that step}`` (on a CUDA
-  device, PyTorch's peak of allocated GPU memory instead)
-  (``{"skip": reason}`` if it cannot run here). On a GPU one worker serves every case. The peak is Linux's VmHWM, reset before
-  the build, less the RSS at that moment (None elsewhere).
+  "peak_mb": growth of the process's peak RSS over the build and that step}``
+  (``{"skip": reason}`` if it cannot run here). The peak is Linux's VmHWM, reset before the
+  build, less the RSS at that moment (None elsewhere). On a CUDA device it is instead the
+  growth of PyTorch's peak of allocated GPU memory (reset before the build) over what was
+  allocated then, so one worker can serve every case.
 - ``{"op": "run"}`` runs one step of the last built case: ``{"t": seconds}``.
 - ``{"op": "info"}``: ``{"torch": version, "threads": n}``.
 
