@@ -100,8 +100,8 @@ def _check_equal(cell, *, masked=True, **layer_kw):
     params = layer.init(jax.random.key(1), x.shape)
     mask = _mask() if masked else None
     # Compiled: op by op, under disable_jit, the same checks took 1.5-2x as long.
-    (out_p, grads_p), (out_s, grads_s) = jax.jit(lambda p, x, s: _both(
-        layer, p, x, initial_state=s, mask=mask))(params, x, init)
+    (out_p, grads_p), (out_s, grads_s) = jax.jit(lambda p, x, s, m: _both(
+        layer, p, x, initial_state=s, mask=m))(params, x, init, mask)
     _close(out_p, out_s)
     _close(grads_p, grads_s, rtol=1e-4, atol=1e-4)
     for leaf in jax.tree.leaves(grads_p):
@@ -289,8 +289,8 @@ def test_all_masked_gradients_are_finite():
     layer = jr.RNN(cell, return_sequences=True, return_state=True, solver="associative")
     params = layer.init(jax.random.key(11), x.shape)
     mask = jnp.zeros((B, T), bool)
-    (out_p, g_p), (out_s, g_s) = jax.jit(lambda p, x, s: _both(
-        layer, p, x, initial_state=s, mask=mask))(params, x, init)
+    (out_p, g_p), (out_s, g_s) = jax.jit(lambda p, x, s, m: _both(
+        layer, p, x, initial_state=s, mask=m))(params, x, init, mask)
     _close(out_p, out_s)
     _close(g_p, g_s)
     _close(out_p[1], init[0])  # the state is carried through
