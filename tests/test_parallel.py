@@ -85,6 +85,14 @@ def _both(layer, params, x, initial_state=None, **call):
     return results
 
 
+def _both_compiled(layer, params, x, initial_state, mask=None, rng=None, **static):
+    """`_both` as one compiled program (op by op, the comparisons took 1.5-3x as long).
+    `mask` and `rng` go in as arguments, not as constants XLA could fold; `static` keyword
+    arguments (``training=True``) as given."""
+    return jax.jit(lambda p, x, s, m, r: _both(layer, p, x, initial_state=s, mask=m, rng=r,
+                                               **static))(params, x, initial_state, mask, rng)
+
+
 @pytest.fixture(params=["sequential", "associative"])
 def solver(request):
     """Each of the engine's solvers, the layer's ``solver=`` (CPU's default: sequential)."""
@@ -98,10 +106,8 @@ def _check_equal(cell, *, masked=True, **layer_kw):
     if layer.time_major:
         x = jnp.swapaxes(x, 0, 1)
     params = layer.init(jax.random.key(1), x.shape)
-    mask = _mask() if masked else None
-    # Compiled: op by op, under disable_jit, the same checks took 1.5-2x as long.
-    (out_p, grads_p), (out_s, grads_s) = jax.jit(lambda p, x, s, m: _both(
-        layer, p, x, initial_state=s, mask=m))(params, x, init, mask)
+    (out_p, grads_p), (out_s, grads_s) = _both_compiled(layer, params, x, init,
+                                                        mask=_mask() if masked else None)
     _close(out_p, out_s)
     _close(grads_p, grads_s, rtol=1e-4, atol=1e-4)
     for leaf in jax.tree.leaves(grads_p):
@@ -211,8 +217,7 @@ def test_stacks_of_parallel_cells(solver):
     params = layer.init(jax.random.key(4), x.shape)
     init = jax.tree.map(lambda s: jax.random.normal(jax.random.key(5), s.shape),
                         layer.cell.get_initial_state(B))
-    (out_p, g_p), (out_s, g_s) = jax.jit(lambda p, x, s: _both(
-        layer, p, x, initial_state=s, mask=_mask()))(params, x, list(init))
+    (out_p, g_p), (out_s, g_s) = _both_compiled(layer, params, x, list(init), mask=_mask())
     assert len(out_p) == 1 + len(cells)
     _close(out_p, out_s)
     _close(g_p, g_s, rtol=1e-4, atol=1e-4)
@@ -271,9 +276,8 @@ def test_dropout_same_masks_in_both_modes(name):
     layer = jr.RNN(cell, return_sequences=True, return_state=True)
     params = layer.init(jax.random.key(9), x.shape)
     rng = jax.random.key(10)
-    # Compiled: op by op this took 10 s a cell (test_parallel_equals_sequential covers that).
-    (out_p, g_p), (out_s, g_s) = jax.jit(lambda p, x, s, r: _both(
-        layer, p, x, initial_state=s, mask=_mask(), training=True, rng=r))(params, x, init, rng)
+    (out_p, g_p), (out_s, g_s) = _both_compiled(layer, params, x, init, mask=_mask(), rng=rng,
+                                                training=True)
     eval_out = layer(params, x, initial_state=init, mask=_mask())
     _close(out_p, out_s)
     _close(g_p, g_s, rtol=1e-4, atol=1e-4)
@@ -289,8 +293,7 @@ def test_all_masked_gradients_are_finite():
     layer = jr.RNN(cell, return_sequences=True, return_state=True, solver="associative")
     params = layer.init(jax.random.key(11), x.shape)
     mask = jnp.zeros((B, T), bool)
-    (out_p, g_p), (out_s, g_s) = jax.jit(lambda p, x, s, m: _both(
-        layer, p, x, initial_state=s, mask=m))(params, x, init, mask)
+    (out_p, g_p), (out_s, g_s) = _both_compiled(layer, params, x, init, mask=mask)
     _close(out_p, out_s)
     _close(g_p, g_s)
     _close(out_p[1], init[0])  # the state is carried through
@@ -446,8 +449,7 @@ def test_zero_preactivations_same_gradients_in_both_modes(name, solver):
     x = x.at[1].set(0.0)
     layer = jr.RNN(cell, return_sequences=True, return_state=True, solver=solver)
     params = layer.init(jax.random.key(3), x.shape)
-    (out_p, g_p), (out_s, g_s) = jax.jit(lambda p, x, s: _both(layer, p, x, initial_state=s))(
-        params, x, init)
+    (out_p, g_p), (out_s, g_s) = _both_compiled(layer, params, x, init)
     _close(out_p, out_s)
     _close(g_p, g_s)
 
