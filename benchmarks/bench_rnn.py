@@ -164,25 +164,27 @@ def matmul_only(case: Case):
 # ----------------------------------------------------------------------------- jaxrnn
 
 
-def jaxrnn_fused(case: Case):
+def jaxrnn_case(case: Case, **layer_kw) -> tuple[dict, Callable]:
+    """The compiled step of `jaxrnn.LSTM` / `jaxrnn.GRU` for `case`, built with
+    ``return_sequences=True`` and `layer_kw`."""
     b, t, f, h = case.shape
-    layer = (jr.LSTM if case.kind == "lstm" else jr.GRU)(h, return_sequences=True)
+    layer = (jr.LSTM if case.kind == "lstm" else jr.GRU)(h, return_sequences=True, **layer_kw)
     return _jax_case(case, layer, layer.init(jax.random.key(0), (b, t, f)))
+
+
+def jaxrnn_fused(case: Case):
+    return jaxrnn_case(case)
 
 
 def jaxrnn_unrolled(case: Case):
     """The default layer with ``unroll=8``: eight steps per loop iteration. On a GPU, where
     each iteration costs launches and a host round trip, it roughly halves a long loop's
     time (`bench_unroll.py`); reported beside the default, not as a rival."""
-    b, t, f, h = case.shape
-    layer = (jr.LSTM if case.kind == "lstm" else jr.GRU)(h, return_sequences=True, unroll=8)
-    return _jax_case(case, layer, layer.init(jax.random.key(0), (b, t, f)))
+    return jaxrnn_case(case, unroll=8)
 
 
 def jaxrnn_scan(case: Case):
-    b, t, f, h = case.shape
-    layer = (jr.LSTM if case.kind == "lstm" else jr.GRU)(h, return_sequences=True, fused=False)
-    return _jax_case(case, layer, layer.init(jax.random.key(0), (b, t, f)))
+    return jaxrnn_case(case, fused=False)
 
 
 # ----------------------------------------------------------------------------- rivals

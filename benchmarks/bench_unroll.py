@@ -19,10 +19,6 @@ import argparse
 import sys
 from pathlib import Path
 
-import jax
-
-import jaxrnn as jr
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench_rnn, beside this file
 import bench_rnn as br  # noqa: E402
 
@@ -56,13 +52,9 @@ def main(argv=None) -> dict:
         for kind in args.kinds.split(","):
             for shape in args.shapes:
                 case = br.Case(kind, tuple(shape), mode)
-                b, t, f, h = shape
                 calls, compile_s = {}, {}
                 for k in args.unrolls:
-                    layer = (jr.LSTM if kind == "lstm" else jr.GRU)(
-                        h, return_sequences=True, unroll=False if k == 1 else k)
-                    meta, calls[k] = br._jax_case(case, layer,
-                                                  layer.init(jax.random.key(0), (b, t, f)))
+                    meta, calls[k] = br.jaxrnn_case(case, unroll=False if k == 1 else k)
                     compile_s[k] = meta["compile_s"]
                 ms = br.alternating_medians(calls, args.rounds)
                 row = {"label": case.label(), "median_ms": {str(k): ms[k] for k in ms},
