@@ -190,6 +190,18 @@ def _in_proj(x: Array, w: Array, bias: Array | None, mask: Array | None, k: int)
                             for j in range(k)], axis=-1)
 
 
+def _plus_bias(z_t: Array, bias: Array | None) -> Array:
+    """One step's projection plus the bias, for the forward loops of differentiation.
+
+    They project every step's inputs before the loop (`_in_proj`) but add the bias inside
+    it, where the add joins the step's gate fusion. Added to the [T, B, G*H] projection it
+    is a pass of its own (XLA CPU does not fuse it into the matmul) and a second buffer of
+    that size. Measured at B, T, F, H = 256, 64, 128, 512, the training step's temporaries
+    were 19% (LSTM) and 13% (GRU) larger that way, and the step took 0.96-1.08x as long.
+    """
+    return z_t if bias is None else z_t + bias[None, :]
+
+
 def _rec_proj_t(dz: Array, ut: Array, hm: Array | None, k: int) -> Array:
     """The transpose of `_cells.project` wrt h, given ``ut = uᵀ``: [B, k*H'] -> [B, H]."""
     if hm is None:
@@ -408,12 +420,12 @@ def _lstm_core(cfg: _Config, x, w, b, u, r, h0, c0, mask, xm, hm, reset, hr, cr)
 def _lstm_core_fwd(cfg: _Config, x, w, b, u, r, h0, c0, mask, xm, hm, reset, hr, cr):
     """The forward loop of differentiation: the outputs, and per step the activated gates,
     ``act(c)`` and the entering ``c``."""
-    zx = _in_proj(x, w, b, xm, 4)
+    zx = _in_proj(x, w, None, xm, 4)
 
     def body(carry, inp):
         zx_t, m_t, r_t = inp
         h, c = reset_where(r_t, (hr, cr), carry)
-        h_new, c_new, res = _lstm_step(cfg, u, r, hm, h, c, zx_t, m_t)
+        h_new, c_new, res = _lstm_step(cfg, u, r, hm, h, c, _plus_bias(zx_t, b), m_t)
         return (h_new, c_new), (h_new, c, res)
 
     (h, c), (hs, cprev, res) = _scan(body, (h0, c0), (zx, mask, reset), cfg, prefetch=False)
@@ -605,11 +617,12 @@ def _gru_core(cfg: _Config, x, w, b, u, rb, h0, mask, xm, hm, reset, hr):
 
 
 def _gru_core_fwd(cfg: _Config, x, w, b, u, rb, h0, mask, xm, hm, reset, hr):
-    zx = _in_proj(x, w, b, xm, 3)
+    zx = _in_proj(x, w, None, xm, 3)
 
     def body(h, inp):
         zx_t, m_t, r_t = inp
-        h_new, res = _gru_step(cfg, u, rb, hm, reset_where(r_t, hr, h), zx_t, m_t)
+        h_new, res = _gru_step(cfg, u, rb, hm, reset_where(r_t, hr, h), _plus_bias(zx_t, b),
+                               m_t)
         return h_new, (h_new, res)
 
     h, (hs, res) = _scan(body, h0, (zx, mask, reset), cfg, prefetch=False)
@@ -791,11 +804,11 @@ def _grub_core(cfg: _Config, x, w, b, u, h0, mask, xm, hm, reset, hr):
 
 
 def _grub_core_fwd(cfg: _Config, x, w, b, u, h0, mask, xm, hm, reset, hr):
-    zx = _in_proj(x, w, b, xm, 3)
+    zx = _in_proj(x, w, None, xm, 3)
 
     def body(h, inp):
         zx_t, m_t, r_t = inp
-        h_new, res = _grub_step(cfg, u, hm, reset_where(r_t, hr, h), zx_t, m_t)
+        h_new, res = _grub_step(cfg, u, hm, reset_where(r_t, hr, h), _plus_bias(zx_t, b), m_t)
         return h_new, (h_new, res)
 
     h, (hs, res) = _scan(body, h0, (zx, mask, reset), cfg, prefetch=False)

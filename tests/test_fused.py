@@ -346,6 +346,26 @@ def test_lstm_inference_needs_no_more_memory_than_the_generic_scan(proj_size):
     assert total_bytes(True) <= total_bytes(False)
 
 
+@pytest.mark.parametrize("make", [
+    lambda h: jr.LSTMCell(h), lambda h: jr.GRUCell(h),
+    lambda h: jr.GRUCell(h, reset_after=False)], ids=["lstm", "gru", "gru-reset-before"])
+def test_training_step_temporaries_close_to_the_generic_scans(make):
+    """The fused training step adds the input bias inside its forward loop: added to the
+    [T, B, G*H] projection before the loop it was a second buffer of that size (XLA's
+    memory analysis, deterministic: 1.29-1.38x the generic scan's temporaries here,
+    1.02-1.13x with the bias in the loop)."""
+    x = jnp.zeros((8, 64, 16))
+
+    def temp_bytes(fused):
+        lay = jr.RNN(make(64), return_sequences=True, fused=fused)
+        params = lay.init(jax.random.key(0), x.shape)
+        step = jax.jit(jax.grad(lambda p: jnp.sum(lay(p, x) ** 2)))
+        return step.lower(params).compile().memory_analysis().temp_size_in_bytes
+
+    fused, generic = temp_bytes(True), temp_bytes(False)
+    assert fused <= 1.2 * generic, (fused, generic)
+
+
 def test_layer_remat_flag_keeps_results():
     """``RNN(remat=k)`` reaches the fused path and changes nothing but memory."""
     x = _x()
