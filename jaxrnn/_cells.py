@@ -76,8 +76,9 @@ def dense(a: Array, w: Array, bias: Array | None = None) -> Array:
     """``a @ w (+ bias)`` over the last axis of `a` [..., K], as one 2-D matmul.
 
     XLA CPU runs a dot with several leading axes several times slower than the same product
-    reshaped to 2-D, in both directions of autodiff; and a bias added after the reshape back
-    is a separate pass over the output, while in 2-D it fuses into the matmul.
+    reshaped to 2-D, in both directions of autodiff. The bias is a pass over the output of
+    its own either way (jaxlib 0.10's YNNPACK dots do not fuse it), so a product that a
+    loop reads step by step is better left without it (see `_fused._plus_bias`).
     """
     z = a.reshape(-1, a.shape[-1]) @ w
     if bias is not None:
