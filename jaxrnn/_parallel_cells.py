@@ -52,7 +52,8 @@ def log_g(x: Array) -> Array:
     input, or a dropped one, through a zero bias). Hence ``where(x >= 0, x, 0)`` to keep
     ``log`` off negative numbers: ``relu`` has derivative 0 at 0.
     """
-    return jnp.where(x >= 0, jnp.log(jnp.where(x >= 0, x, 0.0) + 0.5), -jax.nn.softplus(-x))
+    pos = x >= 0
+    return jnp.where(pos, jnp.log(jnp.where(pos, x, 0.0) + 0.5), -jax.nn.softplus(-x))
 
 
 @jax.custom_jvp
